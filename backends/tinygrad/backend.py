@@ -1,0 +1,175 @@
+"""The tinygrad backend: numpy in, numpy out, around the GPT of `model.py`.
+
+This is where arrays cross between the core and tinygrad, and where the optimizer lives: AdamW with
+two parameter groups (decay on 2-D weights only), clipping by global gradient norm, and gradient
+accumulation — the same semantics as `backends/torch/backend.py`. The training step and the decode
+step each run under `TinyJit`, so after two calls they replay captured kernels (set `JIT=0` to turn
+that off). Python numbers that change between calls (learning rate, position) therefore enter as a
+realized Tensor or a bound symbolic Variable, never as constants frozen at capture.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import numpy as np
+from tinygrad import Context, Tensor, TinyJit, Variable
+from tinygrad.nn.optim import AdamW, OptimizerGroup
+from tinygrad.nn.state import get_state_dict
+
+from backends.tinygrad.device import select_device
+from backends.tinygrad.model import GPT, KVCache
+from core.backend import IGNORE_INDEX
+from core.config import GPTConfig, TrainConfig
+from core.spec import check_params, decays
+
+
+def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean NLL of targets (N,) under logits (N, V), skipping IGNORE_INDEX.
+
+    Written out because tinygrad's sparse_categorical_crossentropy, at its default ignore_index=-1,
+    counts ignored positions in the mean's denominator."""
+    keep = targets != IGNORE_INDEX
+    log_probs = logits.float().log_softmax(-1)
+    picked = log_probs.gather(-1, keep.where(targets, 0).unsqueeze(-1)).squeeze(-1)  # (N,)
+    return -(picked * keep).sum() / keep.sum().maximum(1)
+
+
+class TinygradModel:
+    def __init__(self, config: GPTConfig, params: dict[str, np.ndarray], device: str, train: TrainConfig):
+        check_params(config, params)
+        self.config, self.device, self.train = config, device, train
+        self.net = GPT(config, device)
+        self.named = get_state_dict(self.net)  # spec name -> Tensor
+        self.load_params(params)
+        # One learning-rate Tensor shared by both groups, updated in place before each step.
+        self.lr = Tensor([train.lr], device=device).contiguous().realize()
+        groups = [
+            AdamW([t for n, t in self.named.items() if decays(n, t.shape)], train.lr, train.beta1, train.beta2, train.eps, train.weight_decay),
+            AdamW([t for n, t in self.named.items() if not decays(n, t.shape)], train.lr, train.beta1, train.beta2, train.eps, 0.0),
+        ]
+        for group in groups:
+            group.lr = self.lr
+        self.optimizer = OptimizerGroup(*groups)
+        self._step_jit = TinyJit(self._step)
+        self.cache: KVCache | None = None
+
+    # ---- numpy <-> tinygrad
+    def _tokens(self, tokens: np.ndarray) -> Tensor:
+        return Tensor(np.asarray(tokens, dtype=np.int32), device=self.device)
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {name: t.numpy().copy() for name, t in self.named.items()}
+
+    def load_params(self, params: dict[str, np.ndarray]) -> None:
+        check_params(self.config, params)
+        for name, t in self.named.items():  # assign keeps each buffer, so jitted kernels see the new values
+            t.assign(Tensor(np.asarray(params[name], dtype=np.float32), device=self.device))
+        Tensor.realize(*self.named.values())
+
+    # ---- forward passes
+    def logits(self, tokens: np.ndarray) -> np.ndarray:
+        return self.net(self._tokens(tokens)).float().numpy()
+
+    def _loss(self, tokens: Tensor, targets: Tensor) -> Tensor:
+        logits = self.net(tokens)  # (B, T, V)
+        return cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+    def loss(self, tokens: np.ndarray, targets: np.ndarray) -> float:
+        return self._loss(self._tokens(tokens), self._tokens(targets)).item()
+
+    def gradients(self, tokens: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+        loss = self._loss(self._tokens(tokens), self._tokens(targets))
+        grads = loss.gradient(*self.named.values())
+        return {name: g.numpy().copy() for name, g in zip(self.named, grads)}
+
+    # ---- training
+    @Context(TRAINING=1)
+    def _step(self, tokens: Tensor, targets: Tensor) -> Tensor:
+        # The graph is lazy and realized once, so the A micro-batch losses are summed into one
+        # backward pass: the same gradient as torch's A separate backward calls.
+        A = tokens.shape[0]
+        self.optimizer.zero_grad()
+        loss = sum(self._loss(tokens[a], targets[a]) for a in range(A)) / A
+        loss.backward()
+        params = list(self.named.values())
+        if self.train.grad_clip > 0:
+            norm = sum((p.grad.float() ** 2).sum() for p in params).sqrt()
+            scale = (self.train.grad_clip / (norm + 1e-6)).minimum(1.0)  # as torch's clip_grad_norm_
+            for p in params:
+                p.grad = p.grad * scale
+        return loss.realize(*self.optimizer.schedule_step())
+
+    def train_step(self, tokens: np.ndarray, targets: np.ndarray, lr: float) -> float:
+        tokens, targets = np.asarray(tokens), np.asarray(targets)
+        if tokens.ndim == 2:  # a single micro-batch
+            tokens, targets = tokens[None], targets[None]
+        self.lr.assign(Tensor([lr], device=self.device)).realize()
+        return self._step_jit(self._tokens(tokens), self._tokens(targets)).item()
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        # tinygrad keeps beta1**step rather than the step count; recover the count from it.
+        group = self.optimizer.optimizers[0]
+        b1_t = float(group.b1_t.numpy()[0])
+        step = 0 if b1_t == 1.0 else round(np.log(b1_t) / np.log(group.b1)) if group.b1 > 0 else 0
+        state: dict[str, np.ndarray] = {"step": np.array(step, dtype=np.int64)}
+        by_tensor = {id(t): n for n, t in self.named.items()}
+        for opt in self.optimizer.optimizers:
+            for t, m, v in zip(opt.params, opt.m, opt.v):
+                state[f"exp_avg.{by_tensor[id(t)]}"] = m.numpy().copy()
+                state[f"exp_avg_sq.{by_tensor[id(t)]}"] = v.numpy().copy()
+        return state
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        step = int(state["step"])
+        by_tensor = {id(t): n for n, t in self.named.items()}
+        for opt in self.optimizer.optimizers:
+            opt.b1_t.assign(Tensor([opt.b1**step], device=self.device))
+            opt.b2_t.assign(Tensor([opt.b2**step], device=self.device))
+            for t, m, v in zip(opt.params, opt.m, opt.v):
+                m.assign(Tensor(np.asarray(state[f"exp_avg.{by_tensor[id(t)]}"], np.float32), device=self.device))
+                v.assign(Tensor(np.asarray(state[f"exp_avg_sq.{by_tensor[id(t)]}"], np.float32), device=self.device))
+            Tensor.realize(opt.b1_t, opt.b2_t, *opt.m, *opt.v)
+
+    # ---- inference with a KV cache
+    def prefill(self, tokens: np.ndarray) -> np.ndarray:
+        tokens = np.asarray(tokens)
+        if self.cache is None or self.cache.k[0].shape[0] != tokens.shape[0]:
+            # Keep one cache per batch size: the jitted decode step captured these very buffers.
+            self.cache = KVCache(self.config, tokens.shape[0], self.device)
+            self._decode_jit = TinyJit(self._decode_step)
+        logits = self.net(self._tokens(tokens), self.cache, 0)[:, -1].realize()
+        self.cache.pos = tokens.shape[1]
+        return logits.float().numpy()
+
+    def _decode_step(self, tokens: Tensor, start: Variable) -> Tensor:
+        return self.net(tokens, self.cache, start)[:, -1].realize()
+
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
+        if self.cache is None:
+            raise RuntimeError("decode() needs a cache: call prefill() first")
+        if self.cache.pos >= self.config.block_size:
+            raise ValueError(f"the cache is full at block_size={self.config.block_size}: prefill a shorter context")
+        start = Variable("start", 0, self.config.block_size - 1).bind(self.cache.pos)
+        logits = self._decode_jit(self._tokens(np.asarray(tokens)[:, None]), start)
+        self.cache.pos += 1
+        return logits.float().numpy()
+
+    def attention_maps(self, tokens: np.ndarray) -> list[np.ndarray]:
+        return [m.float().numpy() for m in self.net.attention_maps(self._tokens(tokens))]
+
+
+class TinygradBackend:
+    name = "tinygrad"
+
+    def __init__(self, device: str | None = None):
+        self.device = select_device(device)
+
+    def build(self, config: GPTConfig, params: dict[str, np.ndarray], train: TrainConfig | None = None) -> TinygradModel:
+        return TinygradModel(config, params, self.device, train or TrainConfig())
+
+    def manual_seed(self, seed: int) -> None:
+        Tensor.manual_seed(seed)
+
+    def versions(self) -> dict[str, str]:
+        return {"tinygrad": version("tinygrad"), "numpy": np.__version__}

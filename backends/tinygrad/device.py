@@ -1,0 +1,44 @@
+"""Which tinygrad device to run on: tinygrad's own default (honouring `DEV=`), else CPU.
+
+tinygrad's CPU device compiles its kernels with clang; a machine without clang gets a one-line
+error here instead of a `FileNotFoundError` from deep inside the first kernel compile.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from tinygrad import Device
+
+NO_CLANG = (
+    "tinygrad's CPU device needs the clang compiler, which is not installed: "
+    "install it (Debian/Ubuntu: `apt-get install -y clang`) or use --backend torch"
+)
+
+
+def available_devices() -> list[str]:
+    """Devices tinygrad can open here (CPU always counts; it fails later only without clang)."""
+    devices = [d for d in Device.get_available_devices() if not d.startswith(("DISK", "NPY", "TINYFS", "PYTHON"))]
+    return devices or ["CPU"]
+
+
+def _check(name: str) -> str:
+    try:
+        device = Device[name].device  # opening the device is the only reliable availability check
+    except Exception:
+        raise ValueError(
+            f"device {name!r} is not available to tinygrad here: choose one of {', '.join(available_devices())}"
+        ) from None
+    if device.split(":")[0] == "CPU" and shutil.which("clang") is None:
+        raise RuntimeError(NO_CLANG)
+    return device
+
+
+def select_device(requested: str | None = None) -> str:
+    """The requested device if it opens, else tinygrad's default, else CPU."""
+    if requested is not None:
+        return _check(requested.upper())
+    try:
+        return _check(Device.DEFAULT)
+    except ValueError:
+        return _check("CPU")

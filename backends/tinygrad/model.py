@@ -1,0 +1,156 @@
+"""GPT in tinygrad: the same network as `core.reference`, as plain objects holding Tensors.
+
+Attribute names are the parameter names of `core.spec`, so `nn.state.get_state_dict(model)` keys
+are the checkpoint keys. Linear weights are stored (in_features, out_features), which is what
+`Tensor.linear` expects, so tinygrad needs no transposition at all. Read this file beside
+`backends/torch/model.py`: they match line for line where the frameworks allow.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tinygrad import Tensor, UOp, dtypes
+
+from core.config import GPTConfig
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """y = x @ weight + bias, weight stored (in, out), as Tensor.linear takes it."""
+    return x.linear(weight, bias)
+
+
+class Linear:
+    def __init__(self, n_in: int, n_out: int, bias: bool, device: str):
+        self.weight = Tensor.empty(n_in, n_out, device=device)
+        self.bias = Tensor.empty(n_out, device=device) if bias else None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+class LayerNorm:
+    def __init__(self, n: int, bias: bool, eps: float, device: str):
+        self.weight = Tensor.empty(n, device=device)
+        self.bias = Tensor.empty(n, device=device) if bias else None
+        self.eps = eps
+
+    def __call__(self, x: Tensor) -> Tensor:
+        y = x.layernorm(eps=self.eps) * self.weight
+        return y + self.bias if self.bias is not None else y
+
+
+class Embedding:
+    def __init__(self, n: int, n_embd: int, device: str):
+        self.weight = Tensor.empty(n, n_embd, device=device)
+
+    def __call__(self, idx: Tensor) -> Tensor:
+        return self.weight[idx]  # (B, T) -> (B, T, n_embd)
+
+
+class KVCache:
+    """Keys and values of every position seen so far, preallocated for the whole block.
+
+    k and v are (B, n_head, block_size, head_size) per layer, realized once and written in place
+    with `assign`, so a decode step allocates nothing and keeps the same shapes at every position
+    (which is what lets one `TinyJit` capture serve them all).
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int, device: str, dtype=dtypes.float32):
+        shape = (batch_size, config.n_head, config.block_size, config.head_size)
+        self.k = [Tensor.zeros(*shape, device=device, dtype=dtype).contiguous().realize() for _ in range(config.n_layer)]
+        self.v = [Tensor.zeros(*shape, device=device, dtype=dtype).contiguous().realize() for _ in range(config.n_layer)]
+        self.pos = 0  # number of positions already written
+
+
+class CausalSelfAttention:
+    def __init__(self, config: GPTConfig, device: str):
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, config.bias, device)
+        self.c_proj = Linear(config.n_embd, config.n_embd, config.bias, device)
+        self.n_head, self.dropout = config.n_head, config.dropout
+
+    def __call__(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, start: int | UOp = 0) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        # (B, T, C) -> (B, n_head, T, head_size)
+        q, k, v = (a.reshape(B, T, self.n_head, C // self.n_head).transpose(1, 2) for a in (q, k, v))
+        if cache is None:  # training or a full forward pass: every query sees the keys up to itself
+            y = q.scaled_dot_product_attention(k, v, dropout_p=self.dropout, is_causal=True)
+        else:  # write this step's keys and values at their positions, attend over everything so far
+            end = start + T
+            cache.k[layer][:, :, start:end].assign(k)
+            cache.v[layer][:, :, start:end].assign(v)
+            k, v = cache.k[layer][:, :, 0:end], cache.v[layer][:, :, 0:end]
+            # A single new query may see every cached key; a prompt of T > 1 starting at 0 needs the
+            # causal mask (tinygrad aligns is_causal top-left, which is right only from position 0).
+            y = q.scaled_dot_product_attention(k, v, is_causal=T > 1)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, n_head, T, head_size) -> (B, T, C)
+        return self.c_proj(y).dropout(self.dropout)
+
+    def weights(self, x: Tensor) -> Tensor:
+        """Attention probabilities (B, n_head, T, T), computed explicitly (for analysis)."""
+        B, T, C = x.shape
+        q, k, _ = self.c_attn(x).split(C, dim=2)
+        q, k = (a.reshape(B, T, self.n_head, C // self.n_head).transpose(1, 2) for a in (q, k))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(C // self.n_head)  # (B, n_head, T, T)
+        future = Tensor.ones(T, T, dtype=dtypes.bool, device=x.device).triu(1)
+        return future.where(float("-inf"), scores).softmax(-1)
+
+
+class MLP:
+    def __init__(self, config: GPTConfig, device: str):
+        self.c_fc = Linear(config.n_embd, config.mlp_hidden, config.bias, device)
+        self.c_proj = Linear(config.mlp_hidden, config.n_embd, config.bias, device)
+        self.dropout = config.dropout
+
+    def __call__(self, x: Tensor) -> Tensor:
+        x = self.c_fc(x).gelu()  # tinygrad's gelu is the tanh approximation, as GPT-2's
+        return self.c_proj(x).dropout(self.dropout)
+
+
+class Block:
+    """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: GPTConfig, device: str):
+        self.ln_1 = LayerNorm(config.n_embd, config.bias, config.layer_norm_eps, device)
+        self.attn = CausalSelfAttention(config, device)
+        self.ln_2 = LayerNorm(config.n_embd, config.bias, config.layer_norm_eps, device)
+        self.mlp = MLP(config, device)
+
+    def __call__(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, start: int | UOp = 0) -> Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, start)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT:
+    def __init__(self, config: GPTConfig, device: str):
+        self.config = config
+        self.wte = Embedding(config.vocab_size, config.n_embd, device)
+        self.wpe = Embedding(config.block_size, config.n_embd, device)
+        self.h = [Block(config, device) for _ in range(config.n_layer)]
+        self.ln_f = LayerNorm(config.n_embd, config.bias, config.layer_norm_eps, device)
+        if not config.tie_embeddings:
+            self.lm_head = Embedding(config.vocab_size, config.n_embd, device)  # weight (V, C), like wte
+
+    def __call__(self, tokens: Tensor, cache: KVCache | None = None, start: int | UOp = 0) -> Tensor:
+        """int tokens (B, T) -> logits (B, T, vocab_size). With a cache, positions begin at `start`,
+        which may be a bound symbolic Variable so a jitted decode step serves every position."""
+        B, T = tokens.shape
+        positions = Tensor.arange(T) + start
+        x = self.wte(tokens) + self.wpe(positions)  # (B, T, C)
+        x = x.dropout(self.config.dropout)
+        for i, block in enumerate(self.h):
+            x = block(x, cache, i, start)
+        x = self.ln_f(x)
+        head = self.wte.weight if self.config.tie_embeddings else self.lm_head.weight
+        return x @ head.T  # (B, T, C) @ (C, V) -> (B, T, V)
+
+    def attention_maps(self, tokens: Tensor) -> list[Tensor]:
+        """Each layer's attention weights (B, n_head, T, T) for a full forward pass."""
+        T = tokens.shape[1]
+        x = self.wte(tokens) + self.wpe(Tensor.arange(T))
+        maps = []
+        for block in self.h:
+            maps.append(block.attn.weights(block.ln_1(x)))
+            x = block(x)
+        return maps

@@ -1,0 +1,149 @@
+"""The torch backend: numpy in, numpy out, around the GPT of `model.py`.
+
+This is where arrays cross between the core and PyTorch, and where the optimizer lives: AdamW with
+two parameter groups (decay on 2-D weights only), clipping by global gradient norm, and gradient
+accumulation. `backends/tinygrad/backend.py` implements the same class for tinygrad.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backends.torch.device import select_device
+from backends.torch.model import GPT, KVCache
+from core.backend import IGNORE_INDEX
+from core.config import GPTConfig, TrainConfig
+from core.spec import check_params, decays
+
+
+class TorchModel:
+    def __init__(self, config: GPTConfig, params: dict[str, np.ndarray], device: str, train: TrainConfig):
+        check_params(config, params)
+        self.config, self.device, self.train = config, torch.device(device), train
+        self.net = GPT(config).to(self.device)
+        self.named = dict(self.net.named_parameters())  # spec name -> Parameter (tied weights once)
+        self.load_params(params)
+        groups = [
+            {"params": [p for n, p in self.named.items() if decays(n, p.shape)], "weight_decay": train.weight_decay},
+            {"params": [p for n, p in self.named.items() if not decays(n, p.shape)], "weight_decay": 0.0},
+        ]
+        self.optimizer = torch.optim.AdamW(
+            groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps, foreach=True
+        )
+        self.cache: KVCache | None = None
+
+    # ---- numpy <-> torch
+    def _tokens(self, tokens: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(self.device)
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {name: p.detach().cpu().numpy().copy() for name, p in self.named.items()}
+
+    @torch.no_grad()
+    def load_params(self, params: dict[str, np.ndarray]) -> None:
+        check_params(self.config, params)
+        for name, p in self.named.items():
+            p.copy_(torch.from_numpy(np.asarray(params[name], dtype=np.float32)))
+
+    # ---- forward passes
+    @torch.no_grad()
+    def logits(self, tokens: np.ndarray) -> np.ndarray:
+        self.net.eval()
+        return self.net(self._tokens(tokens)).float().cpu().numpy()
+
+    def _loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = self.net(tokens)  # (B, T, V)
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+    @torch.no_grad()
+    def loss(self, tokens: np.ndarray, targets: np.ndarray) -> float:
+        self.net.eval()
+        return self._loss(self._tokens(tokens), self._tokens(targets)).item()
+
+    def gradients(self, tokens: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+        self.net.eval()
+        self.net.zero_grad(set_to_none=True)
+        self._loss(self._tokens(tokens), self._tokens(targets)).backward()
+        grads = {name: p.grad.cpu().numpy().copy() for name, p in self.named.items()}
+        self.net.zero_grad(set_to_none=True)
+        return grads
+
+    # ---- training
+    def train_step(self, tokens: np.ndarray, targets: np.ndarray, lr: float) -> float:
+        tokens, targets = self._tokens(tokens), self._tokens(targets)
+        if tokens.ndim == 2:  # a single micro-batch
+            tokens, targets = tokens[None], targets[None]
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for x, y in zip(tokens, targets):  # (A, B, T): accumulate gradients over A micro-batches
+            loss = self._loss(x, y) / len(tokens)
+            loss.backward()
+            total += loss.detach()
+        if self.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.named.values(), self.train.grad_clip, foreach=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        return total.item()
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        state: dict[str, np.ndarray] = {"step": np.array(0, dtype=np.int64)}
+        for name, p in self.named.items():
+            s = self.optimizer.state.get(p)
+            if s:
+                state["step"] = np.array(int(s["step"]), dtype=np.int64)
+            for key in ("exp_avg", "exp_avg_sq"):
+                state[f"{key}.{name}"] = s[key].cpu().numpy().copy() if s else np.zeros(p.shape, np.float32)
+        return state
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        step = int(state["step"])
+        for name, p in self.named.items():
+            self.optimizer.state[p] = {
+                "step": torch.tensor(float(step)),
+                **{key: torch.from_numpy(np.array(state[f"{key}.{name}"])).to(self.device) for key in ("exp_avg", "exp_avg_sq")},
+            }
+
+    # ---- inference with a KV cache
+    @torch.no_grad()
+    def prefill(self, tokens: np.ndarray) -> np.ndarray:
+        self.net.eval()
+        tokens = self._tokens(tokens)
+        self.cache = KVCache(self.config, tokens.shape[0], self.device, self.net.wte.weight.dtype)
+        logits = self.net(tokens, self.cache, start=0)[:, -1]
+        self.cache.pos = tokens.shape[1]
+        return logits.float().cpu().numpy()
+
+    @torch.no_grad()
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
+        if self.cache is None:
+            raise RuntimeError("decode() needs a cache: call prefill() first")
+        if self.cache.pos >= self.config.block_size:
+            raise ValueError(f"the cache is full at block_size={self.config.block_size}: prefill a shorter context")
+        logits = self.net(self._tokens(tokens)[:, None], self.cache, start=self.cache.pos)[:, -1]
+        self.cache.pos += 1
+        return logits.float().cpu().numpy()
+
+    @torch.no_grad()
+    def attention_maps(self, tokens: np.ndarray) -> list[np.ndarray]:
+        self.net.eval()
+        return [m.float().cpu().numpy() for m in self.net.attention_maps(self._tokens(tokens))]
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, device: str | None = None):
+        self.device = select_device(device)
+
+    def build(self, config: GPTConfig, params: dict[str, np.ndarray], train: TrainConfig | None = None) -> TorchModel:
+        return TorchModel(config, params, self.device, train or TrainConfig())
+
+    def manual_seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def versions(self) -> dict[str, str]:
+        return {"torch": torch.__version__, "numpy": np.__version__}

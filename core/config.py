@@ -1,0 +1,129 @@
+"""Model and training settings: the two frozen dataclasses every other module reads.
+
+`GPTConfig` describes the network (nanoGPT's field names, GPT-2's architecture). `TrainConfig`
+describes how it is trained. Both check their values on construction, so a bad setting fails at
+once with a message that names the value and the fix, never deep inside a backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 256  # number of distinct token ids the model reads and predicts
+    block_size: int = 16  # longest context the model sees (positions 0 .. block_size-1)
+    n_layer: int = 2  # number of transformer blocks
+    n_head: int = 4  # attention heads per block; n_embd must divide evenly between them
+    n_embd: int = 32  # width of the residual stream
+    dropout: float = 0.0  # dropout probability during training (0 turns it off)
+    bias: bool = True  # biases in Linear and LayerNorm layers, as in GPT-2
+    tie_embeddings: bool = True  # the output head reuses the token embedding matrix (GPT-2)
+    layer_norm_eps: float = 1e-5  # LayerNorm epsilon, as in GPT-2 and PyTorch
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name}={value!r} is invalid: use a positive integer")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
+                f"choose n_embd as a multiple of n_head (e.g. {self.n_head * max(1, self.n_embd // self.n_head)})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} is invalid: use a value in [0, 1)")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"layer_norm_eps={self.layer_norm_eps} is invalid: use a small positive number")
+
+    @property
+    def head_size(self) -> int:
+        """Width of one attention head."""
+        return self.n_embd // self.n_head
+
+    @property
+    def mlp_hidden(self) -> int:
+        """Hidden width of the feed-forward layer: 4 * n_embd, as in GPT-2."""
+        return 4 * self.n_embd
+
+    def replace(self, **changes: object) -> GPTConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GPTConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig fields {unknown}: valid fields are {sorted(known)}")
+        return cls(**values)
+
+
+# Named model sizes. The vocabulary of all but `gpt2` is set by the tokenizer at run time.
+PRESETS: dict[str, dict] = {
+    "demo": dict(n_layer=2, n_head=4, n_embd=32, block_size=16),  # the classic teaching example
+    "tiny": dict(n_layer=4, n_head=4, n_embd=256, block_size=256),
+    "small": dict(n_layer=6, n_head=8, n_embd=512, block_size=256),  # ~27M params at vocab 8192
+    "medium": dict(n_layer=12, n_head=8, n_embd=512, block_size=256),
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
+}
+
+
+def preset(name: str, **overrides: object) -> GPTConfig:
+    """The `GPTConfig` of a named preset, with any fields overridden."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return GPTConfig(**{**PRESETS[name], **overrides})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is optimised. Defaults follow nanoGPT."""
+
+    lr: float = 1e-3  # peak learning rate, reached after warmup
+    min_lr: float = 1e-4  # learning rate at the end of the decay
+    warmup_steps: int = 100  # linear warmup from 0 to lr
+    schedule: str = "cosine"  # decay after warmup: cosine, linear or constant
+    steps: int = 2000  # optimizer steps in the run
+    batch_size: int = 16  # sequences per micro-batch
+    grad_accum: int = 1  # micro-batches summed into one optimizer step
+    weight_decay: float = 0.1  # decoupled AdamW decay, on 2-D weights only
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.95  # AdamW second-moment decay
+    eps: float = 1e-8  # AdamW denominator epsilon
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 turns it off)
+    seed: int = 1337  # seeds initialisation, batches, dropout and sampling
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}={value!r} is invalid: use a positive integer")
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr} is invalid: use a positive learning rate such as 1e-3")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"min_lr={self.min_lr} is invalid: use a value between 0 and lr={self.lr}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps={self.warmup_steps} is invalid: use 0 or more")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(f"schedule={self.schedule!r} is invalid: use cosine, linear or constant")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name}={getattr(self, name)} is invalid: use a value in [0, 1)")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay={self.weight_decay} is invalid: use 0 or more")
+        if self.eps <= 0:
+            raise ValueError(f"eps={self.eps} is invalid: use a small positive number such as 1e-8")
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip={self.grad_clip} is invalid: use 0 (off) or a positive norm")
+
+    def replace(self, **changes: object) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

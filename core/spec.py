@@ -1,0 +1,104 @@
+"""The parameters of a GPT as plain data: names, shapes and initial values.
+
+Every backend builds its model from the dict `init_params` returns and hands back a dict of the
+same form, so weights move between backends, checkpoints and Hugging Face GPT-2 key for key.
+
+Names are GPT-2's (Hugging Face's `GPT2LMHeadModel` without the `transformer.` prefix):
+
+    wte.weight                  (vocab_size, n_embd)    token embedding
+    wpe.weight                  (block_size, n_embd)    position embedding
+    h.{i}.ln_1.weight / .bias   (n_embd,)               LayerNorm before attention
+    h.{i}.attn.c_attn.weight    (n_embd, 3 * n_embd)    query, key and value projections side by side
+    h.{i}.attn.c_attn.bias      (3 * n_embd,)
+    h.{i}.attn.c_proj.weight    (n_embd, n_embd)        attention output projection
+    h.{i}.ln_2.weight / .bias   (n_embd,)               LayerNorm before the MLP
+    h.{i}.mlp.c_fc.weight       (n_embd, 4 * n_embd)    MLP expansion
+    h.{i}.mlp.c_proj.weight     (4 * n_embd, n_embd)    MLP projection back to the residual stream
+    ln_f.weight / .bias         (n_embd,)               final LayerNorm
+    lm_head.weight              (vocab_size, n_embd)    only when embeddings are untied
+
+Orientation: every Linear weight is stored (in_features, out_features) and applied as
+`y = x @ W + b`, as GPT-2's original code and Hugging Face's `Conv1D` store it. Embedding-shaped
+matrices (`wte`, `wpe`, `lm_head`) are (rows, n_embd); the output logits are `x @ wte.T`.
+With `bias=False` there are no Linear or LayerNorm biases.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from core.config import GPTConfig
+
+
+def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter's name and shape, in a fixed order."""
+    C, V = config.n_embd, config.vocab_size
+    shapes: dict[str, tuple[int, ...]] = {"wte.weight": (V, C), "wpe.weight": (config.block_size, C)}
+
+    def layer_norm(name: str) -> None:
+        shapes[f"{name}.weight"] = (C,)
+        if config.bias:
+            shapes[f"{name}.bias"] = (C,)
+
+    def linear(name: str, n_in: int, n_out: int) -> None:
+        shapes[f"{name}.weight"] = (n_in, n_out)
+        if config.bias:
+            shapes[f"{name}.bias"] = (n_out,)
+
+    for i in range(config.n_layer):
+        layer_norm(f"h.{i}.ln_1")
+        linear(f"h.{i}.attn.c_attn", C, 3 * C)
+        linear(f"h.{i}.attn.c_proj", C, C)
+        layer_norm(f"h.{i}.ln_2")
+        linear(f"h.{i}.mlp.c_fc", C, config.mlp_hidden)
+        linear(f"h.{i}.mlp.c_proj", config.mlp_hidden, C)
+    layer_norm("ln_f")
+    if not config.tie_embeddings:
+        shapes["lm_head.weight"] = (V, C)
+    return shapes
+
+
+def decays(name: str, shape: tuple[int, ...]) -> bool:
+    """Whether AdamW's weight decay applies: matrices yes, biases and LayerNorm gains no (nanoGPT)."""
+    return len(shape) >= 2
+
+
+def init_params(config: GPTConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """GPT-2 initialisation as float32 numpy arrays.
+
+    Weights ~ normal(0, 0.02); the two projections that write into the residual stream
+    (`attn.c_proj`, `mlp.c_proj`) are scaled by 1/sqrt(2 * n_layer) so the stream's variance does not
+    grow with depth; biases zero; LayerNorm gains one.
+    """
+    rng = np.random.default_rng(seed)
+    residual_std = 0.02 / math.sqrt(2 * config.n_layer)
+    params: dict[str, np.ndarray] = {}
+    for name, shape in param_shapes(config).items():
+        if name.endswith(".bias"):
+            value = np.zeros(shape)
+        elif ".ln_" in name or name.startswith("ln_"):
+            value = np.ones(shape)
+        elif name.endswith("c_proj.weight"):
+            value = rng.normal(0.0, residual_std, shape)
+        else:
+            value = rng.normal(0.0, 0.02, shape)
+        params[name] = value.astype(np.float32)
+    return params
+
+
+def count_params(config: GPTConfig) -> int:
+    """Number of trainable numbers (tied embeddings counted once)."""
+    return sum(math.prod(shape) for shape in param_shapes(config).values())
+
+
+def check_params(config: GPTConfig, params: dict[str, np.ndarray]) -> None:
+    """Raise ValueError if `params` does not have exactly the names and shapes of `config`."""
+    expected = param_shapes(config)
+    missing, extra = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
+    if missing or extra:
+        raise ValueError(f"parameters do not match the config: missing {missing[:5]}, unexpected {extra[:5]}")
+    for name, shape in expected.items():
+        if tuple(params[name].shape) != shape:
+            raise ValueError(f"parameter {name} has shape {tuple(params[name].shape)}, the config needs {shape}")
