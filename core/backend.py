@@ -18,6 +18,10 @@ from core.config import GPTConfig, TrainConfig
 IGNORE_INDEX = -1
 
 
+class SetupError(RuntimeError):
+    """The machine lacks something a backend needs (a compiler, a device); the message says what to do."""
+
+
 class Model(Protocol):
     """A GPT living on one backend's device."""
 

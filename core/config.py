@@ -8,6 +8,8 @@ once with a message that names the value and the fix, never deep inside a backen
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 from dataclasses import dataclass
 
 
@@ -81,6 +83,9 @@ def preset(name: str, **overrides: object) -> GPTConfig:
     return GPTConfig(**{**PRESETS[name], **overrides})
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a model is optimised. Defaults follow nanoGPT."""
@@ -98,9 +103,13 @@ class TrainConfig:
     eps: float = 1e-8  # AdamW denominator epsilon
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 turns it off)
     seed: int = 1337  # seeds initialisation, batches, dropout and sampling
+    eval_every: int = 100  # evaluate (validation loss, sample) and checkpoint every this many steps
+    eval_batches: int = 20  # validation batches per evaluation
+    patience: int = 0  # stop after this many evaluations without a better validation loss (0: never)
+    dtype: str = "float32"  # compute precision: float32, bfloat16 or float16 (where the device has it)
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "grad_accum"):
+        for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}={value!r} is invalid: use a positive integer")
@@ -121,9 +130,19 @@ class TrainConfig:
             raise ValueError(f"eps={self.eps} is invalid: use a small positive number such as 1e-8")
         if self.grad_clip < 0:
             raise ValueError(f"grad_clip={self.grad_clip} is invalid: use 0 (off) or a positive norm")
+        if self.patience < 0:
+            raise ValueError(f"patience={self.patience} is invalid: use 0 (off) or a number of evaluations")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r} is invalid: use one of {', '.join(DTYPES)}")
 
     def replace(self, **changes: object) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Each field's inline comment in this file, so command-line help is written once, beside the field."""
+    source = inspect.getsource(cls)
+    return dict(re.findall(r"^\s+(\w+): [^#\n]+#\s*(.+)$", source, flags=re.MULTILINE))

@@ -112,7 +112,7 @@ class TinygradModel:
         group = self.optimizer.optimizers[0]
         b1_t = float(group.b1_t.numpy()[0])
         step = 0 if b1_t == 1.0 else round(np.log(b1_t) / np.log(group.b1)) if group.b1 > 0 else 0
-        state: dict[str, np.ndarray] = {"step": np.array(step, dtype=np.int64)}
+        state: dict[str, np.ndarray] = {"step": np.array([step], dtype=np.int64)}
         by_tensor = {id(t): n for n, t in self.named.items()}
         for opt in self.optimizer.optimizers:
             for t, m, v in zip(opt.params, opt.m, opt.v):
@@ -121,7 +121,7 @@ class TinygradModel:
         return state
 
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        step = int(state["step"])
+        step = int(np.asarray(state["step"]).reshape(-1)[0])
         by_tensor = {id(t): n for n, t in self.named.items()}
         for opt in self.optimizer.optimizers:
             opt.b1_t.assign(Tensor([opt.b1**step], device=self.device))

@@ -10,6 +10,8 @@ import shutil
 
 from tinygrad import Device
 
+from core.backend import SetupError
+
 NO_CLANG = (
     "tinygrad's CPU device needs the clang compiler, which is not installed: "
     "install it (Debian/Ubuntu: `apt-get install -y clang`) or use --backend torch"
@@ -30,7 +32,7 @@ def _check(name: str) -> str:
             f"device {name!r} is not available to tinygrad here: choose one of {', '.join(available_devices())}"
         ) from None
     if device.split(":")[0] == "CPU" and shutil.which("clang") is None:
-        raise RuntimeError(NO_CLANG)
+        raise SetupError(NO_CLANG)
     return device
 
 

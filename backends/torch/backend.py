@@ -90,17 +90,17 @@ class TorchModel:
         return total.item()
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
-        state: dict[str, np.ndarray] = {"step": np.array(0, dtype=np.int64)}
+        state: dict[str, np.ndarray] = {"step": np.array([0], dtype=np.int64)}
         for name, p in self.named.items():
             s = self.optimizer.state.get(p)
             if s:
-                state["step"] = np.array(int(s["step"]), dtype=np.int64)
+                state["step"] = np.array([int(s["step"])], dtype=np.int64)
             for key in ("exp_avg", "exp_avg_sq"):
                 state[f"{key}.{name}"] = s[key].cpu().numpy().copy() if s else np.zeros(p.shape, np.float32)
         return state
 
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        step = int(state["step"])
+        step = int(np.asarray(state["step"]).reshape(-1)[0])
         for name, p in self.named.items():
             self.optimizer.state[p] = {
                 "step": torch.tensor(float(step)),

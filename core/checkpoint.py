@@ -1,0 +1,145 @@
+"""Backend-neutral checkpoints: safetensors weights plus human-readable JSON metadata.
+
+A checkpoint is a folder:
+
+    model.safetensors       the parameters, `core.spec` names, float32 (tied weights stored once)
+    optimizer.safetensors   AdamW state (`step`, `exp_avg.*`, `exp_avg_sq.*`), only where training can resume
+    tokenizer.json          the tokenizer, so text goes in and out exactly as in training
+    meta.json               format version, model and training config, step, tokens seen, losses,
+                            time, and the backend and library versions that wrote it
+
+A run folder holds `checkpoints/last`, `checkpoints/best` and `checkpoints/step-NNNNNN`. Every
+checkpoint is written to a temporary folder and renamed into place, so a crash mid-write leaves the
+previous checkpoint whole. Either backend reads what the other wrote: arrays are plain numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from core.config import GPTConfig, TrainConfig
+from core.spec import check_params
+
+FORMAT_VERSION = 1
+MODEL_FILE, OPTIMIZER_FILE, TOKENIZER_FILE, META_FILE = (
+    "model.safetensors",
+    "optimizer.safetensors",
+    "tokenizer.json",
+    "meta.json",
+)
+
+
+@dataclass
+class Checkpoint:
+    config: GPTConfig
+    params: dict[str, np.ndarray]
+    meta: dict
+    tokenizer_json: str | None = None
+    optimizer_state: dict[str, np.ndarray] | None = None
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def step(self) -> int:
+        return int(self.meta.get("step", 0))
+
+    @property
+    def train_config(self) -> TrainConfig | None:
+        values = self.meta.get("train_config")
+        return TrainConfig(**values) if values else None
+
+
+def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
+    """Write `checkpoint` to folder `path` atomically (temporary folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in checkpoint.params.items()}, str(tmp / MODEL_FILE))
+        if checkpoint.optimizer_state is not None:
+            state = {k: np.ascontiguousarray(v) for k, v in checkpoint.optimizer_state.items()}
+            save_file(state, str(tmp / OPTIMIZER_FILE))
+        if checkpoint.tokenizer_json is not None:
+            (tmp / TOKENIZER_FILE).write_text(checkpoint.tokenizer_json)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **checkpoint.meta,
+            "model_config": checkpoint.config.to_dict(),
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move folder `new` to `target`; the old `target` survives as `.old` until the new one is in place."""
+    old = target.with_name(target.name + ".old")
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve_checkpoint(path: str | Path, which: str | int = "last") -> Path:
+    """The checkpoint folder for a run folder (or a checkpoint folder) and `last`, `best` or a step."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint path {path} does not exist: pass a run folder or a checkpoint folder")
+    if (path / META_FILE).exists() or (path / MODEL_FILE).exists():
+        return path
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    name = f"step-{int(which):06d}" if str(which).isdigit() else str(which)
+    for candidate in (root / name, root / f"{name}.old"):  # `.old` survives a crash between two renames
+        if (candidate / META_FILE).exists():
+            return candidate
+    available = ", ".join(c["name"] for c in list_checkpoints(path)) or "none"
+    raise FileNotFoundError(f"no checkpoint {which!r} in {path}: available are {available}")
+
+
+def list_checkpoints(run_dir: str | Path) -> list[dict]:
+    """Name, step and validation loss of every checkpoint in a run folder, by step."""
+    run_dir = Path(run_dir)
+    root = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
+    found = []
+    for meta_path in sorted(root.glob(f"*/{META_FILE}")):
+        if meta_path.parent.name.endswith(".old") or ".tmp-" in meta_path.parent.name:
+            continue
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        found.append({"name": meta_path.parent.name, "step": meta.get("step"), "val_loss": meta.get("val_loss")})
+    return sorted(found, key=lambda c: (c["step"] or 0, c["name"]))
+
+
+def load_checkpoint(path: str | Path, which: str | int = "last", optimizer: bool = False) -> Checkpoint:
+    """Read a checkpoint; a missing, corrupt or truncated one is a ValueError/FileNotFoundError in one line."""
+    folder = resolve_checkpoint(path, which)
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"format version {meta['format_version']} is newer than this code ({FORMAT_VERSION})")
+        config = GPTConfig.from_dict(meta["model_config"])
+        params = load_file(str(folder / MODEL_FILE))
+        check_params(config, params)
+        state = load_file(str(folder / OPTIMIZER_FILE)) if optimizer and (folder / OPTIMIZER_FILE).exists() else None
+        tokenizer = (folder / TOKENIZER_FILE).read_text() if (folder / TOKENIZER_FILE).exists() else None
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, SafetensorError) as err:
+        raise ValueError(f"checkpoint {folder} is corrupt or incomplete ({err}): retrain or pick another") from None
+    if optimizer and state is None:
+        raise ValueError(f"checkpoint {folder} has no optimizer state, so training cannot resume from it: use `last`")
+    return Checkpoint(config, params, meta, tokenizer, state, folder)

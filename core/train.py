@@ -1,0 +1,195 @@
+"""The training loop, shared by both backends.
+
+The core owns everything here: batches (a pure function of the seed and the step, so both backends
+see the same data and a resumed run sees what the uninterrupted one would have), the learning-rate
+schedule, evaluation, samples, checkpoints, metrics and interrupts. The backend only runs
+`train_step` and `logits`.
+
+Resuming: a run stopped at step k (Ctrl-C, SIGTERM, or `--steps k`) saves `last` with the weights,
+AdamW state and step; `--resume` rebuilds the model from it and continues with batch k, so on the
+same backend and device the losses match the uninterrupted run step for step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from core.backend import Backend, Model
+from core.checkpoint import Checkpoint, list_checkpoints, save_checkpoint
+from core.config import GPTConfig, TrainConfig
+from core.data import BatchPrefetcher, Dataset, eval_batches
+from core.metrics import evaluate_batches
+from core.schedule import learning_rate
+from core.spec import init_params
+
+
+@dataclass
+class TrainResult:
+    steps_done: int  # optimizer steps completed in total (including those before a resume)
+    stopped: str  # "finished", "interrupted", "early stopping" or "non-finite loss"
+    last_val: dict = field(default_factory=dict)  # metrics of the last evaluation
+    best_val_loss: float = math.inf
+    tokens_per_second: float = 0.0
+    run_dir: Path | None = None
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so the current step finishes and is saved."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: signals cannot be caught here
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal_name is not None:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per line; on resume, lines after the resumed step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        if resume_step is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        elif path.exists():
+            path.unlink()
+
+    def write(self, **record: object) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def train(
+    backend: Backend,
+    config: GPTConfig,
+    train_config: TrainConfig,
+    data: Dataset,
+    run_dir: str | Path,
+    resume: Checkpoint | None = None,
+    meta: dict | None = None,
+    sample: Callable[[Model, int], str] | None = None,
+    log: Callable[[str], None] = tqdm.write,
+    progress: bool = True,
+    keep_checkpoints: int = 3,
+) -> TrainResult:
+    """Train `config` on `data` until `train_config.steps`, an interrupt, early stopping or a bad loss.
+
+    `meta` is stored in every checkpoint (data settings, the command that resumes). `sample(model,
+    step)` returns a short text shown at each evaluation.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tc = train_config
+    backend.manual_seed(tc.seed)
+    params = resume.params if resume else init_params(config, seed=tc.seed)
+    model = backend.build(config, params, tc)
+    start = 0
+    best_val = math.inf
+    if resume is not None:
+        model.load_optimizer_state(resume.optimizer_state)
+        start, best_val = resume.step, float(resume.meta.get("best_val_loss", math.inf))
+    metrics = MetricsLog(run_dir / "metrics.jsonl", start if resume else None)
+    tokens_per_step = tc.batch_size * tc.grad_accum * config.block_size
+    val_batches = eval_batches(data.val, config.block_size, tc.batch_size, tc.eval_batches, tc.seed)
+    evals_without_gain = 0
+    result = TrainResult(steps_done=start, stopped="finished", best_val_loss=best_val, run_dir=run_dir)
+
+    def checkpoint(step: int, name: str, val: dict, with_optimizer: bool) -> None:
+        record = {
+            **(meta or {}),
+            "step": step,
+            "tokens_seen": step * tokens_per_step,
+            "val_loss": val.get("loss"),
+            "best_val_loss": best_val,
+            "train_config": tc.to_dict(),
+            "backend": backend.name,
+            "device": backend.device,
+            "versions": backend.versions(),
+        }
+        state = model.optimizer_state() if with_optimizer else None
+        save_checkpoint(run_dir / "checkpoints" / name, Checkpoint(config, model.params(), record, data.tokenizer.to_json(), state))
+
+    def prune_step_checkpoints() -> None:
+        steps = [c for c in list_checkpoints(run_dir) if c["name"].startswith("step-")]
+        for old in steps[: max(0, len(steps) - keep_checkpoints)]:
+            for path in (run_dir / "checkpoints").glob(f"{old['name']}*"):
+                shutil.rmtree(path, ignore_errors=True)
+
+    bar = tqdm(total=tc.steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
+    window_tokens, window_start = 0, time.perf_counter()
+    with StopRequest() as stop, BatchPrefetcher(
+        data.train, config.block_size, tc.batch_size, tc.seed, start_index=start * tc.grad_accum, grad_accum=tc.grad_accum
+    ) as batches:
+        for step in range(start, tc.steps):
+            lr = learning_rate(step, tc)
+            x, y = next(batches)  # (grad_accum, batch_size, block_size)
+            loss = model.train_step(x, y, lr)
+            if not math.isfinite(loss):
+                log(f"stopping: the training loss became {loss} at step {step + 1} (try a lower --lr); "
+                    f"the last good checkpoint is kept in {run_dir / 'checkpoints'}")
+                result.stopped = "non-finite loss"
+                break
+            result.steps_done = step + 1
+            window_tokens += tokens_per_step
+            elapsed = time.perf_counter() - window_start
+            tok_s = window_tokens / elapsed if elapsed > 0 else 0.0
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
+            record = {"step": step + 1, "train_loss": loss, "lr": lr, "tokens_per_second": tok_s}
+            done = step + 1 == tc.steps
+            if (step + 1) % tc.eval_every == 0 or done:
+                val = evaluate_batches(model, val_batches)
+                result.last_val = val
+                improved = val["loss"] < best_val
+                best_val = min(best_val, val["loss"])
+                result.best_val_loss = best_val
+                evals_without_gain = 0 if improved else evals_without_gain + 1
+                record.update(val_loss=val["loss"], val_accuracy=val["accuracy"], val_perplexity=val["perplexity"])
+                log(f"step {step + 1}: train loss {loss:.4f}, val loss {val['loss']:.4f}, "
+                    f"val accuracy {val['accuracy']:.3f}, val perplexity {val['perplexity']:.2f}")
+                if sample is not None:
+                    log(f"  sample: {sample(model, step + 1)!r}")
+                checkpoint(step + 1, "last", val, with_optimizer=True)
+                checkpoint(step + 1, f"step-{step + 1:06d}", val, with_optimizer=False)
+                if improved:
+                    checkpoint(step + 1, "best", val, with_optimizer=False)
+                prune_step_checkpoints()
+                window_tokens, window_start = 0, time.perf_counter()  # evaluation time is not training time
+            metrics.write(**record)
+            if tc.patience and evals_without_gain >= tc.patience:
+                log(f"early stopping: no better validation loss in {tc.patience} evaluations")
+                result.stopped = "early stopping"
+                break
+            if stop.signal_name is not None:
+                if not (step + 1) % tc.eval_every == 0:
+                    checkpoint(step + 1, "last", result.last_val, with_optimizer=True)
+                log(f"{stop.signal_name}: saved step {step + 1} to {run_dir / 'checkpoints' / 'last'}")
+                result.stopped = "interrupted"
+                break
+            result.tokens_per_second = tok_s
+    bar.close()
+    return result
