@@ -38,8 +38,13 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helps.get(f.name))
         else:
             kind = {"int": int, "float": float, "str": str}[str(f.type)]
-            parser.add_argument(flag, type=kind, default=None, metavar=f.name.upper(),
-                                help=f"{helps.get(f.name, '')} (default: {f.default})")
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=None,
+                metavar=f.name.upper(),
+                help=f"{helps.get(f.name, '')} (default: {f.default})",
+            )
 
 
 def given(args: argparse.Namespace, cls: type) -> dict:
@@ -47,31 +52,57 @@ def given(args: argparse.Namespace, cls: type) -> dict:
 
 
 def add_backend_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=["tinygrad", "torch"], default=None,
-                        help="framework to run on (default: $GPT_BACKEND, else tinygrad)")
+    parser.add_argument(
+        "--backend",
+        choices=["tinygrad", "torch"],
+        default=None,
+        help="framework to run on (default: $GPT_BACKEND, else tinygrad)",
+    )
     parser.add_argument("--device", default=None, help="device to run on (default: the best one found)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command")
     t = sub.add_parser("train", help="train a model (the default command)")
     add_backend_flags(t)
     t.add_argument("--preset", default=None, help=f"model size: {', '.join(RUN_PRESETS)} (default: {DEFAULT_PRESET})")
-    t.add_argument("--data", default=None,
-                   help="a text file, a folder of text files, 'synthetic', or nothing: the Python standard library's source")
+    t.add_argument(
+        "--data",
+        default=None,
+        help="a text file, a folder of text files, 'synthetic', or nothing: the Python standard library's source",
+    )
     t.add_argument("--max-data-mb", type=float, default=None, help="use at most this many MB of the corpus")
     t.add_argument("--tokenizer", choices=["bpe", "char"], default="bpe", help="byte-level BPE or characters")
-    t.add_argument("--out", default=None, help="run folder for checkpoints, metrics and plots (default: runs/<backend>-<time>)")
+    t.add_argument(
+        "--out", default=None, help="run folder for checkpoints, metrics and plots (default: runs/<backend>-<time>)"
+    )
     t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in this folder where it stopped")
     t.add_argument("--explain", action="store_true", help="print what each stage does, with this run's shapes")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     t.add_argument("--sample-tokens", type=int, default=48, help="tokens in the sample shown at each evaluation")
     add_dataclass_flags(t, GPTConfig)
     add_dataclass_flags(t, TrainConfig)
-    from core.cli_generate import add_generate_commands
-
-    add_generate_commands(sub, add_backend_flags)
+    for name, help_text in (
+        ("generate", "continue prompts with a trained model"),
+        ("chat", "talk to a model interactively"),
+    ):
+        g = sub.add_parser(name, help=help_text)
+        add_backend_flags(g)
+        g.add_argument("--checkpoint", required=True, help="a run folder or a checkpoint folder")
+        g.add_argument("--step", default="best", help="which checkpoint of the run: best, last or a step number")
+        if name == "generate":
+            prompts = g.add_mutually_exclusive_group()
+            prompts.add_argument("--prompt", default="", help="text to continue (empty: start a new document)")
+            prompts.add_argument("--prompts-file", default=None, help="a file with one prompt per line")
+        g.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate per prompt")
+        g.add_argument("--temperature", type=float, default=0.8, help="0 is greedy; higher is more random")
+        g.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens")
+        g.add_argument("--top-p", type=float, default=None, help="sample within the smallest set of probability p")
+        g.add_argument("--seed", type=int, default=1337, help="seed of the sampler: same seed, same text")
+        g.add_argument("--stats", action="store_true", help="show each token's probability, rank and entropy")
     return parser
 
 
@@ -84,9 +115,8 @@ def make_backend(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from core.data import check_length, prepare_dataset
-
     from core.checkpoint import load_checkpoint
+    from core.data import check_length, prepare_dataset
     from core.explain import explain
     from core.metrics import unigram_loss
     from core.plots import plot_training_curve
@@ -102,7 +132,9 @@ def run_train(args: argparse.Namespace) -> int:
         model_given = given(args, GPTConfig)
         config = resume.config
         if model_given and config.replace(**model_given) != config:
-            raise ValueError(f"--resume refuses a different model config: the checkpoint has {config}, flags ask {model_given}")
+            raise ValueError(
+                f"--resume refuses a different model config: the checkpoint has {config}, flags ask {model_given}"
+            )
         train_config = TrainConfig(**{**resume.meta["train_config"], **given(args, TrainConfig)})
         run_dir = Path(args.resume)
     else:
@@ -112,29 +144,43 @@ def run_train(args: argparse.Namespace) -> int:
         train_defaults = DEFAULT_TRAIN if preset == DEFAULT_PRESET else {}
         train_config = TrainConfig(**{**train_defaults, **given(args, TrainConfig)})
         config = None
-        run_dir = Path(args.out or f"runs/{args.backend or os.environ.get('GPT_BACKEND', 'tinygrad')}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = Path(
+            args.out
+            or f"runs/{args.backend or os.environ.get('GPT_BACKEND', 'tinygrad')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
     check_writable(run_dir)
     backend = make_backend(args)
 
     tokenizer = tokenizer_from_json(resume.tokenizer_json) if resume else None
     max_bytes = int(args.max_data_mb * 1e6) if args.max_data_mb else None
-    data = prepare_dataset(args.data, tokenizer_kind=args.tokenizer, vocab_size=args.vocab_size or 8192,
-                           tokenizer=tokenizer, max_bytes=max_bytes)
+    data = prepare_dataset(
+        args.data,
+        tokenizer_kind=args.tokenizer,
+        vocab_size=args.vocab_size or 8192,
+        tokenizer=tokenizer,
+        max_bytes=max_bytes,
+    )
     if config is None:
         fields = {**RUN_PRESETS[args.preset or DEFAULT_PRESET], **given(args, GPTConfig)}
         fields["vocab_size"] = data.tokenizer.vocab_size  # the tokenizer decides the vocabulary
         config = GPTConfig(**fields)
     elif data.tokenizer.vocab_size != config.vocab_size:
-        raise ValueError(f"--resume refuses a different tokenizer: vocabulary {data.tokenizer.vocab_size} vs {config.vocab_size}")
+        raise ValueError(
+            f"--resume refuses a different tokenizer: vocabulary {data.tokenizer.vocab_size} vs {config.vocab_size}"
+        )
     check_length(data.train, config.block_size, "training")
     check_length(data.val, config.block_size, "validation")
 
     baseline = unigram_loss(data.train, data.val, config.vocab_size)
     print(f"corpus: {data.description}")
-    print(f"tokens: {len(data.train):,} train, {len(data.val):,} validation ({data.tokenizer.kind} tokenizer, "
-          f"vocabulary {config.vocab_size:,})")
-    print(f"model: {count_params(config):,} parameters ({config.n_layer} layers, {config.n_head} heads, "
-          f"{config.n_embd} dims, context {config.block_size})")
+    print(
+        f"tokens: {len(data.train):,} train, {len(data.val):,} validation ({data.tokenizer.kind} tokenizer, "
+        f"vocabulary {config.vocab_size:,})"
+    )
+    print(
+        f"model: {count_params(config):,} parameters ({config.n_layer} layers, {config.n_head} heads, "
+        f"{config.n_embd} dims, context {config.block_size})"
+    )
     print(f"run folder: {run_dir}" + (f" (resuming at step {resume.step})" if resume else ""))
     if args.explain:
         print(explain(config, train_config, data.tokenizer.kind, len(data.train)))
@@ -143,19 +189,57 @@ def run_train(args: argparse.Namespace) -> int:
     resume_command = f"python {Path(sys.argv[0]).name} --backend {backend.name} --resume {run_dir}"
     meta = {"run_settings": settings, "corpus": data.description, "resume_command": resume_command}
     sample = make_sampler(data.tokenizer, args.sample_tokens, train_config.seed)
-    result = train(backend, config, train_config, data, run_dir, resume=resume, meta=meta, sample=sample,
-                   progress=not args.no_progress)
+    result = train(
+        backend,
+        config,
+        train_config,
+        data,
+        run_dir,
+        resume=resume,
+        meta=meta,
+        sample=sample,
+        progress=not args.no_progress,
+    )
 
     if (run_dir / "metrics.jsonl").exists():
         plot_training_curve(run_dir / "metrics.jsonl", run_dir / "training_curve.png", baseline)
     print(f"\n{result.stopped} after {result.steps_done} steps; run folder {run_dir}")
     if result.last_val:
-        print(f"validation loss {result.last_val['loss']:.4f} (best {result.best_val_loss:.4f}) "
-              f"vs unigram baseline {baseline:.4f}; perplexity {result.last_val['perplexity']:.1f}")
+        print(
+            f"validation loss {result.last_val['loss']:.4f} (best {result.best_val_loss:.4f}) "
+            f"vs unigram baseline {baseline:.4f}; perplexity {result.last_val['perplexity']:.1f}"
+        )
     if result.stopped == "interrupted":
         print(f"resume with: {resume_command}")
     print(f"files: checkpoints/, metrics.jsonl, training_curve.png in {run_dir}")
     return 0 if result.stopped != "non-finite loss" else 1
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from core.session import Session, Settings, chat, format_stats
+
+    backend = make_backend(args)
+    session = Session.open(backend, args.checkpoint, args.step)
+    session.settings = Settings(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed, args.stats)
+    session.settings.sampling()  # check the sampling flags before any work
+    if args.command == "chat":
+        chat(session)
+        return 0
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"prompts file {path} does not exist: pass a text file with one prompt per line")
+        prompts = path.read_text().splitlines()
+    else:
+        prompts = [args.prompt]
+    for prompt in prompts:
+        write = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
+        write(prompt)
+        _, stats = session.generate(prompt, write)
+        write("\n")
+        if args.stats:
+            print(format_stats(stats))
+    return 0
 
 
 def make_sampler(tokenizer, max_new_tokens: int, seed: int):
@@ -175,7 +259,9 @@ def check_writable(run_dir: Path) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
-        raise ValueError(f"cannot write to the run folder {run_dir} ({err.strerror}): pass --out with a writable folder") from None
+        raise ValueError(
+            f"cannot write to the run folder {run_dir} ({err.strerror}): pass --out with a writable folder"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,9 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.backend import SetupError
 
     try:
-        if args.command == "train":
-            return run_train(args)
-        return args.run(args, make_backend)
+        return run_train(args) if args.command == "train" else run_generate(args)
     except (ValueError, FileNotFoundError, NotImplementedError, SetupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -131,7 +131,9 @@ def train(
             "versions": backend.versions(),
         }
         state = model.optimizer_state() if with_optimizer else None
-        save_checkpoint(run_dir / "checkpoints" / name, Checkpoint(config, model.params(), record, data.tokenizer.to_json(), state))
+        save_checkpoint(
+            run_dir / "checkpoints" / name, Checkpoint(config, model.params(), record, data.tokenizer.to_json(), state)
+        )
 
     def prune_step_checkpoints() -> None:
         steps = [c for c in list_checkpoints(run_dir) if c["name"].startswith("step-")]
@@ -141,16 +143,26 @@ def train(
 
     bar = tqdm(total=tc.steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
     window_tokens, window_start = 0, time.perf_counter()
-    with StopRequest() as stop, BatchPrefetcher(
-        data.train, config.block_size, tc.batch_size, tc.seed, start_index=start * tc.grad_accum, grad_accum=tc.grad_accum
-    ) as batches:
+    with (
+        StopRequest() as stop,
+        BatchPrefetcher(
+            data.train,
+            config.block_size,
+            tc.batch_size,
+            tc.seed,
+            start_index=start * tc.grad_accum,
+            grad_accum=tc.grad_accum,
+        ) as batches,
+    ):
         for step in range(start, tc.steps):
             lr = learning_rate(step, tc)
             x, y = next(batches)  # (grad_accum, batch_size, block_size)
             loss = model.train_step(x, y, lr)
             if not math.isfinite(loss):
-                log(f"stopping: the training loss became {loss} at step {step + 1} (try a lower --lr); "
-                    f"the last good checkpoint is kept in {run_dir / 'checkpoints'}")
+                log(
+                    f"stopping: the training loss became {loss} at step {step + 1} (try a lower --lr); "
+                    f"the last good checkpoint is kept in {run_dir / 'checkpoints'}"
+                )
                 result.stopped = "non-finite loss"
                 break
             result.steps_done = step + 1
@@ -169,8 +181,10 @@ def train(
                 result.best_val_loss = best_val
                 evals_without_gain = 0 if improved else evals_without_gain + 1
                 record.update(val_loss=val["loss"], val_accuracy=val["accuracy"], val_perplexity=val["perplexity"])
-                log(f"step {step + 1}: train loss {loss:.4f}, val loss {val['loss']:.4f}, "
-                    f"val accuracy {val['accuracy']:.3f}, val perplexity {val['perplexity']:.2f}")
+                log(
+                    f"step {step + 1}: train loss {loss:.4f}, val loss {val['loss']:.4f}, "
+                    f"val accuracy {val['accuracy']:.3f}, val perplexity {val['perplexity']:.2f}"
+                )
                 if sample is not None:
                     log(f"  sample: {sample(model, step + 1)!r}")
                 checkpoint(step + 1, "last", val, with_optimizer=True)

@@ -38,16 +38,21 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
 class TinygradModel:
     def __init__(self, config: GPTConfig, params: dict[str, np.ndarray], device: str, train: TrainConfig):
         check_params(config, params)
+        if train.dtype != "float32":
+            raise NotImplementedError(
+                f"dtype {train.dtype} is not implemented in the tinygrad backend: "
+                "use float32, or --backend torch for mixed precision"
+            )
         self.config, self.device, self.train = config, device, train
         self.net = GPT(config, device)
         self.named = get_state_dict(self.net)  # spec name -> Tensor
         self.load_params(params)
         # One learning-rate Tensor shared by both groups, updated in place before each step.
         self.lr = Tensor([train.lr], device=device).contiguous().realize()
-        groups = [
-            AdamW([t for n, t in self.named.items() if decays(n, t.shape)], train.lr, train.beta1, train.beta2, train.eps, train.weight_decay),
-            AdamW([t for n, t in self.named.items() if not decays(n, t.shape)], train.lr, train.beta1, train.beta2, train.eps, 0.0),
-        ]
+        decay = [t for n, t in self.named.items() if decays(n, t.shape)]
+        no_decay = [t for n, t in self.named.items() if not decays(n, t.shape)]
+        betas = dict(b1=train.beta1, b2=train.beta2, eps=train.eps)
+        groups = [AdamW(decay, train.lr, weight_decay=train.weight_decay, **betas), AdamW(no_decay, train.lr, weight_decay=0.0, **betas)]
         for group in groups:
             group.lr = self.lr
         self.optimizer = OptimizerGroup(*groups)
@@ -165,7 +170,9 @@ class TinygradBackend:
     def __init__(self, device: str | None = None):
         self.device = select_device(device)
 
-    def build(self, config: GPTConfig, params: dict[str, np.ndarray], train: TrainConfig | None = None) -> TinygradModel:
+    def build(
+        self, config: GPTConfig, params: dict[str, np.ndarray], train: TrainConfig | None = None
+    ) -> TinygradModel:
         return TinygradModel(config, params, self.device, train or TrainConfig())
 
     def manual_seed(self, seed: int) -> None:

@@ -58,8 +58,12 @@ class KVCache:
 
     def __init__(self, config: GPTConfig, batch_size: int, device: str, dtype=dtypes.float32):
         shape = (batch_size, config.n_head, config.block_size, config.head_size)
-        self.k = [Tensor.zeros(*shape, device=device, dtype=dtype).contiguous().realize() for _ in range(config.n_layer)]
-        self.v = [Tensor.zeros(*shape, device=device, dtype=dtype).contiguous().realize() for _ in range(config.n_layer)]
+        self.k = [
+            Tensor.zeros(*shape, device=device, dtype=dtype).contiguous().realize() for _ in range(config.n_layer)
+        ]
+        self.v = [
+            Tensor.zeros(*shape, device=device, dtype=dtype).contiguous().realize() for _ in range(config.n_layer)
+        ]
         self.pos = 0  # number of positions already written
 
 

@@ -33,6 +33,13 @@ class TorchModel:
             groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps, foreach=True
         )
         self.cache: KVCache | None = None
+        # Lower precision runs the forward pass under autocast; weights and AdamW stay float32.
+        dtype = getattr(torch, train.dtype)
+        if dtype != torch.float32 and not _supports(self.device, dtype):
+            raise ValueError(f"dtype {train.dtype} is not supported by torch on {device}: use float32")
+        self.autocast = torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32)
+        # float16 gradients underflow without loss scaling (bfloat16 has float32's range and needs none).
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=dtype == torch.float16)
 
     # ---- numpy <-> torch
     def _tokens(self, tokens: np.ndarray) -> torch.Tensor:
@@ -51,10 +58,12 @@ class TorchModel:
     @torch.no_grad()
     def logits(self, tokens: np.ndarray) -> np.ndarray:
         self.net.eval()
-        return self.net(self._tokens(tokens)).float().cpu().numpy()
+        with self.autocast:
+            return self.net(self._tokens(tokens)).float().cpu().numpy()
 
     def _loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = self.net(tokens)  # (B, T, V)
+        with self.autocast:
+            logits = self.net(tokens)  # (B, T, V)
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
 
     @torch.no_grad()
@@ -80,13 +89,15 @@ class TorchModel:
         total = torch.zeros((), device=self.device)
         for x, y in zip(tokens, targets):  # (A, B, T): accumulate gradients over A micro-batches
             loss = self._loss(x, y) / len(tokens)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             total += loss.detach()
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         if self.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.named.values(), self.train.grad_clip, foreach=True)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         return total.item()
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
@@ -104,7 +115,10 @@ class TorchModel:
         for name, p in self.named.items():
             self.optimizer.state[p] = {
                 "step": torch.tensor(float(step)),
-                **{key: torch.from_numpy(np.array(state[f"{key}.{name}"])).to(self.device) for key in ("exp_avg", "exp_avg_sq")},
+                **{
+                    key: torch.from_numpy(np.array(state[f"{key}.{name}"])).to(self.device)
+                    for key in ("exp_avg", "exp_avg_sq")
+                },
             }
 
     # ---- inference with a KV cache
@@ -131,6 +145,13 @@ class TorchModel:
     def attention_maps(self, tokens: np.ndarray) -> list[np.ndarray]:
         self.net.eval()
         return [m.float().cpu().numpy() for m in self.net.attention_maps(self._tokens(tokens))]
+
+
+def _supports(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether autocast to `dtype` is available and sensible on `device`."""
+    if device.type == "cuda":
+        return dtype != torch.bfloat16 or torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and dtype == torch.bfloat16 or device.type == "mps" and dtype == torch.float16
 
 
 class TorchBackend:

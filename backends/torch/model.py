@@ -70,7 +70,9 @@ class CausalSelfAttention(nn.Module):
         # (B, T, C) -> (B, n_head, T, head_size)
         q, k, v = (a.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for a in (q, k, v))
         if cache is None:  # training or a full forward pass: every query sees the keys up to itself
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )
         else:  # write this step's keys and values at their positions, attend over everything so far
             end = start + T
             cache.k[layer][:, :, start:end] = k
