@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 from dataclasses import dataclass
 
@@ -70,7 +71,7 @@ class GPTConfig:
 PRESETS: dict[str, dict] = {
     "demo": dict(n_layer=2, n_head=4, n_embd=32, block_size=16),  # the classic teaching example
     "tiny": dict(n_layer=4, n_head=4, n_embd=256, block_size=256),
-    "small": dict(n_layer=6, n_head=8, n_embd=512, block_size=256),  # ~27M params at vocab 8192
+    "small": dict(n_layer=6, n_head=8, n_embd=512, block_size=256),  # ~23M params at vocab 8192 (27M with an untied head)
     "medium": dict(n_layer=12, n_head=8, n_embd=512, block_size=256),
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
 }
@@ -111,9 +112,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name}={value!r} is invalid: use a positive integer")
-        if self.lr <= 0:
+        if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr={self.lr} is invalid: use a positive learning rate such as 1e-3")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"min_lr={self.min_lr} is invalid: use a value between 0 and lr={self.lr}")

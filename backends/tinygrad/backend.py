@@ -57,6 +57,8 @@ class TinygradModel:
             group.lr = self.lr
         self.optimizer = OptimizerGroup(*groups)
         self._step_jit = TinyJit(self._step)
+        # tinygrad's AdamW keeps beta**step in float32, not the step count (which checkpoints need).
+        self.steps_taken = 0
         self.cache: KVCache | None = None
 
     # ---- numpy <-> tinygrad
@@ -110,14 +112,12 @@ class TinygradModel:
         if tokens.ndim == 2:  # a single micro-batch
             tokens, targets = tokens[None], targets[None]
         self.lr.assign(Tensor([lr], device=self.device)).realize()
-        return self._step_jit(self._tokens(tokens), self._tokens(targets)).item()
+        loss = self._step_jit(self._tokens(tokens), self._tokens(targets)).item()
+        self.steps_taken += 1
+        return loss
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
-        # tinygrad keeps beta1**step rather than the step count; recover the count from it.
-        group = self.optimizer.optimizers[0]
-        b1_t = float(group.b1_t.numpy()[0])
-        step = 0 if b1_t == 1.0 else round(np.log(b1_t) / np.log(group.b1)) if group.b1 > 0 else 0
-        state: dict[str, np.ndarray] = {"step": np.array([step], dtype=np.int64)}
+        state: dict[str, np.ndarray] = {"step": np.array([self.steps_taken], dtype=np.int64)}
         by_tensor = {id(t): n for n, t in self.named.items()}
         for opt in self.optimizer.optimizers:
             for t, m, v in zip(opt.params, opt.m, opt.v):
@@ -126,7 +126,7 @@ class TinygradModel:
         return state
 
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        step = int(np.asarray(state["step"]).reshape(-1)[0])
+        step = self.steps_taken = int(np.asarray(state["step"]).reshape(-1)[0])
         by_tensor = {id(t): n for n, t in self.named.items()}
         for opt in self.optimizer.optimizers:
             opt.b1_t.assign(Tensor([opt.b1**step], device=self.device))

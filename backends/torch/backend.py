@@ -64,7 +64,11 @@ class TorchModel:
     def _loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         with self.autocast:
             logits = self.net(tokens)  # (B, T, V)
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+        # Summed, then divided by the kept count (at least 1): a batch with every target ignored gives
+        # 0, not the 0/0 = nan that reduction="mean" gives.
+        targets = targets.flatten()
+        total = F.cross_entropy(logits.flatten(0, 1).float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+        return total / (targets != IGNORE_INDEX).sum().clamp(min=1)
 
     @torch.no_grad()
     def loss(self, tokens: np.ndarray, targets: np.ndarray) -> float:
