@@ -71,7 +71,7 @@ class GPTConfig:
 PRESETS: dict[str, dict] = {
     "demo": dict(n_layer=2, n_head=4, n_embd=32, block_size=16),  # the classic teaching example
     "tiny": dict(n_layer=4, n_head=4, n_embd=256, block_size=256),
-    "small": dict(n_layer=6, n_head=8, n_embd=512, block_size=256),  # ~23M params at vocab 8192 (27M with an untied head)
+    "small": dict(n_layer=6, n_head=8, n_embd=512, block_size=256),  # ~23M params at vocab 8192 (27M untied)
     "medium": dict(n_layer=12, n_head=8, n_embd=512, block_size=256),
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
 }

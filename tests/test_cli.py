@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import train_next_word_prediction as cli
+from core.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # A run small enough for a test: patterned synthetic text, character tokenizer, the demo model.
@@ -155,7 +157,19 @@ def test_sigint_then_resume_reproduces_the_uninterrupted_run(backend, tmp_path):
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"resuming at step {stopped_at}" in resumed.stdout
-    assert metrics(broken) == metrics(whole)  # every step's loss, exactly
+    resumed_losses, whole_losses = metrics(broken), metrics(whole)
+    assert sorted(resumed_losses) == sorted(whole_losses) == list(range(1, 31))
+    if backend == "torch":
+        assert resumed_losses == whole_losses  # every step's loss, bit for bit
+    else:
+        # tinygrad: the reported loss of a step or two after the restart has differed in the last bits
+        # (2e-7 relative, seen here), while every other step matched bit for bit; the weights at the end
+        # are compared exactly below.
+        for step, loss in whole_losses.items():
+            assert resumed_losses[step] == pytest.approx(loss, rel=1e-6, abs=0), step
+    final_whole, final_resumed = load_checkpoint(whole).params, load_checkpoint(broken).params
+    for name, value in final_whole.items():
+        assert np.array_equal(final_resumed[name], value), name
     assert (broken / "training_curve.png").stat().st_size > 0
 
 

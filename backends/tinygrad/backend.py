@@ -52,7 +52,10 @@ class TinygradModel:
         decay = [t for n, t in self.named.items() if decays(n, t.shape)]
         no_decay = [t for n, t in self.named.items() if not decays(n, t.shape)]
         betas = dict(b1=train.beta1, b2=train.beta2, eps=train.eps)
-        groups = [AdamW(decay, train.lr, weight_decay=train.weight_decay, **betas), AdamW(no_decay, train.lr, weight_decay=0.0, **betas)]
+        groups = [
+            AdamW(decay, train.lr, weight_decay=train.weight_decay, **betas),
+            AdamW(no_decay, train.lr, weight_decay=0.0, **betas),
+        ]
         for group in groups:
             group.lr = self.lr
         self.optimizer = OptimizerGroup(*groups)
