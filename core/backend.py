@@ -68,6 +68,8 @@ class Backend(Protocol):
 
     name: str  # "torch" or "tinygrad"
     device: str  # the device in the framework's own terms, e.g. "cpu", "cuda:0", "CPU", "CUDA"
+    rank: int  # this process's index among data-parallel processes (0 when alone)
+    world_size: int  # number of data-parallel processes (1 when alone)
 
     def build(self, config: GPTConfig, params: dict[str, np.ndarray], train: TrainConfig | None = None) -> Model:
         """A model holding copies of `params`; `train` sets the optimizer (defaults: TrainConfig())."""
@@ -77,3 +79,6 @@ class Backend(Protocol):
 
     def versions(self) -> dict[str, str]:
         """Library versions, recorded in checkpoints and benchmark results."""
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every process if `flag` is True on any (a collective call; `flag` itself when alone)."""

@@ -254,6 +254,7 @@ class BatchPrefetcher:
         start_index: int = 0,
         depth: int = 4,
         grad_accum: int = 1,
+        stride: int | None = None,
     ) -> None:
         _check_batch_args(tokens, block_size, batch_size, seed)
         _check_positive(depth=depth, grad_accum=grad_accum)
@@ -261,6 +262,9 @@ class BatchPrefetcher:
             raise ValueError(f"start_index={start_index} is invalid: use 0 or a positive batch index")
         self._args = (tokens, block_size, batch_size, seed)
         self.grad_accum = grad_accum
+        # Batch indices between consecutive items: A alone, A * world_size when data-parallel ranks
+        # interleave (rank r of W takes batches (s*W + r)*A .. (s*W + r)*A + A-1 at step s).
+        self.stride = stride or grad_accum
         self.next_index = start_index  # batch index of the first micro-batch of the next item handed out
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -281,7 +285,7 @@ class BatchPrefetcher:
     def _work(self, index: int) -> None:
         try:
             while self._put(_stacked(*self._args, index, self.grad_accum)):
-                index += self.grad_accum
+                index += self.stride
         except BaseException as e:  # handed to the consumer, who raises it
             self._put(e)
 
@@ -295,7 +299,7 @@ class BatchPrefetcher:
         if isinstance(item, BaseException):
             self.close()
             raise item
-        self.next_index += self.grad_accum
+        self.next_index += self.stride
         return item
 
     def close(self) -> None:

@@ -99,21 +99,26 @@ def train(
     """Train `config` on `data` until `train_config.steps`, an interrupt, early stopping or a bad loss.
 
     `meta` is stored in every checkpoint (data settings, the command that resumes). `sample(model,
-    step)` returns a short text shown at each evaluation.
+    step)` returns a short text shown at each evaluation. With several data-parallel processes
+    (`backend.world_size` > 1) each draws its own batches from the shared seeded stream, and only
+    rank 0 evaluates, logs and writes files.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tc = train_config
+    tc, rank, world = train_config, backend.rank, backend.world_size
+    lead = rank == 0
+    if not lead:
+        log = lambda text: None  # noqa: E731  (one voice: rank 0 speaks for all processes)
     backend.manual_seed(tc.seed)
     params = resume.params if resume else init_params(config, seed=tc.seed)
     model = backend.build(config, params, tc)
-    start = 0
-    best_val = math.inf
+    start, best_val = 0, math.inf
     if resume is not None:
         model.load_optimizer_state(resume.optimizer_state)
         start, best_val = resume.step, float(resume.meta.get("best_val_loss", math.inf))
-    metrics = MetricsLog(run_dir / "metrics.jsonl", start if resume else None)
-    tokens_per_step = tc.batch_size * tc.grad_accum * config.block_size
+    if lead:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics = MetricsLog(run_dir / "metrics.jsonl", start if resume else None)
+    tokens_per_step = tc.batch_size * tc.grad_accum * config.block_size * world  # global, all processes
     val_batches = eval_batches(data.val, config.block_size, tc.batch_size, tc.eval_batches, tc.seed)
     evals_without_gain = 0
     result = TrainResult(steps_done=start, stopped="finished", best_val_loss=best_val, run_dir=run_dir)
@@ -126,38 +131,50 @@ def train(
             "val_loss": val.get("loss"),
             "best_val_loss": best_val,
             "train_config": tc.to_dict(),
+            "world_size": world,
             "backend": backend.name,
             "device": backend.device,
             "versions": backend.versions(),
         }
         state = model.optimizer_state() if with_optimizer else None
-        save_checkpoint(
-            run_dir / "checkpoints" / name, Checkpoint(config, model.params(), record, data.tokenizer.to_json(), state)
-        )
+        weights = Checkpoint(config, model.params(), record, data.tokenizer.to_json(), state)
+        save_checkpoint(run_dir / "checkpoints" / name, weights)
 
-    def prune_step_checkpoints() -> None:
+    def evaluate(step: int, loss: float) -> dict:
+        """Validation metrics, a sample and the checkpoints of an evaluation step (rank 0 only)."""
+        nonlocal best_val, evals_without_gain
+        val = evaluate_batches(model, val_batches)
+        improved = val["loss"] < best_val
+        best_val = min(best_val, val["loss"])
+        evals_without_gain = 0 if improved else evals_without_gain + 1
+        log(
+            f"step {step}: train loss {loss:.4f}, val loss {val['loss']:.4f}, "
+            f"val accuracy {val['accuracy']:.3f}, val perplexity {val['perplexity']:.2f}"
+        )
+        if sample is not None:
+            log(f"  sample: {sample(model, step)!r}")
+        checkpoint(step, "last", val, with_optimizer=True)
+        checkpoint(step, f"step-{step:06d}", val, with_optimizer=False)
+        if improved:
+            checkpoint(step, "best", val, with_optimizer=False)
         steps = [c for c in list_checkpoints(run_dir) if c["name"].startswith("step-")]
         for old in steps[: max(0, len(steps) - keep_checkpoints)]:
             for path in (run_dir / "checkpoints").glob(f"{old['name']}*"):
                 shutil.rmtree(path, ignore_errors=True)
+        return val
 
-    bar = tqdm(total=tc.steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=tc.steps, initial=start, disable=not (progress and lead), unit="step", dynamic_ncols=True)
     window_tokens, window_start = 0, time.perf_counter()
-    with (
-        StopRequest() as stop,
-        BatchPrefetcher(
-            data.train,
-            config.block_size,
-            tc.batch_size,
-            tc.seed,
-            start_index=start * tc.grad_accum,
-            grad_accum=tc.grad_accum,
-        ) as batches,
-    ):
+    # Rank r of W takes batches (s*W + r)*A ... at step s: one stream, split without overlap.
+    first_batch, stride = (start * world + rank) * tc.grad_accum, tc.grad_accum * world
+    prefetcher = BatchPrefetcher(
+        data.train, config.block_size, tc.batch_size, tc.seed, first_batch, grad_accum=tc.grad_accum, stride=stride
+    )
+    with StopRequest() as stop, prefetcher as batches:
         for step in range(start, tc.steps):
             lr = learning_rate(step, tc)
             x, y = next(batches)  # (grad_accum, batch_size, block_size)
-            loss = model.train_step(x, y, lr)
+            loss = model.train_step(x, y, lr)  # averaged over processes, so every rank sees the same
             if not math.isfinite(loss):
                 log(
                     f"stopping: the training loss became {loss} at step {step + 1} (try a lower --lr); "
@@ -165,45 +182,30 @@ def train(
                 )
                 result.stopped = "non-finite loss"
                 break
-            result.steps_done = step + 1
+            result.steps_done = done = step + 1
             window_tokens += tokens_per_step
             elapsed = time.perf_counter() - window_start
-            tok_s = window_tokens / elapsed if elapsed > 0 else 0.0
+            result.tokens_per_second = window_tokens / elapsed if elapsed > 0 else 0.0
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
-            record = {"step": step + 1, "train_loss": loss, "lr": lr, "tokens_per_second": tok_s}
-            done = step + 1 == tc.steps
-            if (step + 1) % tc.eval_every == 0 or done:
-                val = evaluate_batches(model, val_batches)
-                result.last_val = val
-                improved = val["loss"] < best_val
-                best_val = min(best_val, val["loss"])
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{result.tokens_per_second:,.0f}")
+            record = {"step": done, "train_loss": loss, "lr": lr, "tokens_per_second": result.tokens_per_second}
+            evaluating = done % tc.eval_every == 0 or done == tc.steps
+            if evaluating and lead:
+                val = result.last_val = evaluate(done, loss)
                 result.best_val_loss = best_val
-                evals_without_gain = 0 if improved else evals_without_gain + 1
                 record.update(val_loss=val["loss"], val_accuracy=val["accuracy"], val_perplexity=val["perplexity"])
-                log(
-                    f"step {step + 1}: train loss {loss:.4f}, val loss {val['loss']:.4f}, "
-                    f"val accuracy {val['accuracy']:.3f}, val perplexity {val['perplexity']:.2f}"
-                )
-                if sample is not None:
-                    log(f"  sample: {sample(model, step + 1)!r}")
-                checkpoint(step + 1, "last", val, with_optimizer=True)
-                checkpoint(step + 1, f"step-{step + 1:06d}", val, with_optimizer=False)
-                if improved:
-                    checkpoint(step + 1, "best", val, with_optimizer=False)
-                prune_step_checkpoints()
                 window_tokens, window_start = 0, time.perf_counter()  # evaluation time is not training time
-            metrics.write(**record)
-            if tc.patience and evals_without_gain >= tc.patience:
+            if lead:
+                metrics.write(**record)
+            if backend.any_rank(bool(tc.patience) and evals_without_gain >= tc.patience):
                 log(f"early stopping: no better validation loss in {tc.patience} evaluations")
                 result.stopped = "early stopping"
                 break
-            if stop.signal_name is not None:
-                if not (step + 1) % tc.eval_every == 0:
-                    checkpoint(step + 1, "last", result.last_val, with_optimizer=True)
-                log(f"{stop.signal_name}: saved step {step + 1} to {run_dir / 'checkpoints' / 'last'}")
+            if backend.any_rank(stop.signal_name is not None):
+                if lead and not evaluating:
+                    checkpoint(done, "last", result.last_val, with_optimizer=True)
+                log(f"{stop.signal_name or 'stop'}: saved step {done} to {run_dir / 'checkpoints' / 'last'}")
                 result.stopped = "interrupted"
                 break
-            result.tokens_per_second = tok_s
     bar.close()
     return result

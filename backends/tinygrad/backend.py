@@ -21,7 +21,8 @@ from backends.tinygrad.device import select_device
 from backends.tinygrad.model import GPT, KVCache
 from core.backend import IGNORE_INDEX
 from core.config import GPTConfig, TrainConfig
-from core.spec import check_params, decays
+from core.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
+from core.spec import decays
 
 
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -35,9 +36,25 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return -(picked * keep).sum() / keep.sum().maximum(1)
 
 
+def float32_power(beta: float, step: int) -> np.float32:
+    """beta**step as tinygrad's AdamW reaches it, one float32 multiplication per step. Exact resume
+    needs the same rounding: beta**step computed once in float64 differs in the last bits."""
+    value, beta32 = np.float32(1.0), np.float32(beta)
+    for _ in range(step):
+        value = np.float32(value * beta32)
+    return value
+
+
+def submodule(net: GPT, name: str):
+    """The object at a dotted parameter path such as `h.0.attn.c_attn` (torch's get_submodule)."""
+    for part in name.split("."):
+        net = net[int(part)] if part.isdigit() else getattr(net, part)
+    return net
+
+
 class TinygradModel:
     def __init__(self, config: GPTConfig, params: dict[str, np.ndarray], device: str, train: TrainConfig):
-        check_params(config, params)
+        check_model_params(config, params)
         if train.dtype != "float32":
             raise NotImplementedError(
                 f"dtype {train.dtype} is not implemented in the tinygrad backend: "
@@ -45,7 +62,12 @@ class TinygradModel:
             )
         self.config, self.device, self.train = config, device, train
         self.net = GPT(config, device)
-        self.named = get_state_dict(self.net)  # spec name -> Tensor
+        self.int8 = sorted(quantized_modules(params))  # modules holding int8 weights (core/quantize.py), if any
+        for module in self.int8:
+            submodule(self.net, module).int8_()
+        state = get_state_dict(self.net)
+        self.named = {n: t for n, t in state.items() if not n.endswith((INT8, SCALE))}  # spec name -> Tensor
+        self.int8_tensors = {n: t for n, t in state.items() if n.endswith((INT8, SCALE))}  # int8 weights, scales
         self.load_params(params)
         # One learning-rate Tensor shared by both groups, updated in place before each step.
         self.lr = Tensor([train.lr], device=device).contiguous().realize()
@@ -69,13 +91,26 @@ class TinygradModel:
         return Tensor(np.asarray(tokens, dtype=np.int32), device=self.device)
 
     def params(self) -> dict[str, np.ndarray]:
-        return {name: t.numpy().copy() for name, t in self.named.items()}
+        values = {name: t.numpy().copy() for name, t in {**self.named, **self.int8_tensors}.items()}
+        return dequantize_params(values)  # int8 weights come back as float32 Q * scale
 
     def load_params(self, params: dict[str, np.ndarray]) -> None:
-        check_params(self.config, params)
+        check_model_params(self.config, params)
+        if sorted(quantized_modules(params)) != self.int8:
+            raise ValueError("these params are quantized differently from the model's: build a model for them")
         for name, t in self.named.items():  # assign keeps each buffer, so jitted kernels see the new values
             t.assign(Tensor(np.asarray(params[name], dtype=np.float32), device=self.device))
-        Tensor.realize(*self.named.values())
+        for name, t in self.int8_tensors.items():
+            dtype = np.int8 if name.endswith(INT8) else np.float32
+            t.assign(Tensor(np.asarray(params[name], dtype=dtype), device=self.device))
+        Tensor.realize(*self.named.values(), *self.int8_tensors.values())
+
+    def _check_trainable(self) -> None:
+        if self.int8:
+            raise NotImplementedError(
+                "training an int8 model is not implemented in the tinygrad backend: train the float32 checkpoint, "
+                "then quantize it"
+            )
 
     # ---- forward passes
     def logits(self, tokens: np.ndarray) -> np.ndarray:
@@ -89,6 +124,7 @@ class TinygradModel:
         return self._loss(self._tokens(tokens), self._tokens(targets)).item()
 
     def gradients(self, tokens: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+        self._check_trainable()
         loss = self._loss(self._tokens(tokens), self._tokens(targets))
         grads = loss.gradient(*self.named.values())
         return {name: g.numpy().copy() for name, g in zip(self.named, grads)}
@@ -111,6 +147,7 @@ class TinygradModel:
         return loss.realize(*self.optimizer.schedule_step())
 
     def train_step(self, tokens: np.ndarray, targets: np.ndarray, lr: float) -> float:
+        self._check_trainable()
         tokens, targets = np.asarray(tokens), np.asarray(targets)
         if tokens.ndim == 2:  # a single micro-batch
             tokens, targets = tokens[None], targets[None]
@@ -132,8 +169,8 @@ class TinygradModel:
         step = self.steps_taken = int(np.asarray(state["step"]).reshape(-1)[0])
         by_tensor = {id(t): n for n, t in self.named.items()}
         for opt in self.optimizer.optimizers:
-            opt.b1_t.assign(Tensor([opt.b1**step], device=self.device))
-            opt.b2_t.assign(Tensor([opt.b2**step], device=self.device))
+            opt.b1_t.assign(Tensor(np.array([float32_power(opt.b1, step)]), device=self.device))
+            opt.b2_t.assign(Tensor(np.array([float32_power(opt.b2, step)]), device=self.device))
             for t, m, v in zip(opt.params, opt.m, opt.v):
                 m.assign(Tensor(np.asarray(state[f"exp_avg.{by_tensor[id(t)]}"], np.float32), device=self.device))
                 v.assign(Tensor(np.asarray(state[f"exp_avg_sq.{by_tensor[id(t)]}"], np.float32), device=self.device))
@@ -169,9 +206,13 @@ class TinygradModel:
 
 class TinygradBackend:
     name = "tinygrad"
+    rank, world_size = 0, 1  # one process; see --devices for several devices in it
 
     def __init__(self, device: str | None = None):
         self.device = select_device(device)
+
+    def any_rank(self, flag: bool) -> bool:
+        return flag
 
     def build(
         self, config: GPTConfig, params: dict[str, np.ndarray], train: TrainConfig | None = None

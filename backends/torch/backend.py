@@ -7,22 +7,34 @@ accumulation. `backends/tinygrad/backend.py` implements the same class for tinyg
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backends.torch import distributed
 from backends.torch.device import select_device
 from backends.torch.model import GPT, KVCache
 from core.backend import IGNORE_INDEX
 from core.config import GPTConfig, TrainConfig
-from core.spec import check_params, decays
+from core.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
+from core.spec import decays
 
 
 class TorchModel:
     def __init__(self, config: GPTConfig, params: dict[str, np.ndarray], device: str, train: TrainConfig):
-        check_params(config, params)
+        check_model_params(config, params)
         self.config, self.device, self.train = config, torch.device(device), train
         self.net = GPT(config).to(self.device)
+        # Under torchrun, training runs through DDP (gradients averaged across processes during
+        # backward); evaluation and generation use the plain module on each process.
+        data_parallel = distributed.world_from_env()[2] > 1
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self.train_net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids) if data_parallel else self.net
+        self.int8 = sorted(quantized_modules(params))  # modules holding int8 weights (core/quantize.py), if any
+        for module in self.int8:
+            self.net.get_submodule(module).int8_()
         self.named = dict(self.net.named_parameters())  # spec name -> Parameter (tied weights once)
         self.load_params(params)
         groups = [
@@ -46,13 +58,28 @@ class TorchModel:
         return torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(self.device)
 
     def params(self) -> dict[str, np.ndarray]:
-        return {name: p.detach().cpu().numpy().copy() for name, p in self.named.items()}
+        values = {name: p.detach().cpu().numpy().copy() for name, p in self.named.items()}
+        values.update({n: b.cpu().numpy() for n, b in self.net.named_buffers() if n.endswith((INT8, SCALE))})
+        return dequantize_params(values)  # int8 weights come back as float32 Q * scale
 
     @torch.no_grad()
     def load_params(self, params: dict[str, np.ndarray]) -> None:
-        check_params(self.config, params)
+        check_model_params(self.config, params)
+        if sorted(quantized_modules(params)) != self.int8:
+            raise ValueError("these params are quantized differently from the model's: build a model for them")
         for name, p in self.named.items():
             p.copy_(torch.from_numpy(np.asarray(params[name], dtype=np.float32)))
+        for module in self.int8:
+            m = self.net.get_submodule(module)
+            m.weight_int8.copy_(torch.from_numpy(np.asarray(params[module + INT8], dtype=np.int8)))
+            m.weight_scale.copy_(torch.from_numpy(np.asarray(params[module + SCALE], dtype=np.float32)))
+
+    def _check_trainable(self) -> None:
+        if self.int8:
+            raise NotImplementedError(
+                "training an int8 model is not implemented in the torch backend: train the float32 checkpoint, "
+                "then quantize it"
+            )
 
     # ---- forward passes
     @torch.no_grad()
@@ -61,9 +88,9 @@ class TorchModel:
         with self.autocast:
             return self.net(self._tokens(tokens)).float().cpu().numpy()
 
-    def _loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _loss(self, tokens: torch.Tensor, targets: torch.Tensor, net: torch.nn.Module | None = None) -> torch.Tensor:
         with self.autocast:
-            logits = self.net(tokens)  # (B, T, V)
+            logits = (net or self.net)(tokens)  # (B, T, V)
         # Summed, then divided by the kept count (at least 1): a batch with every target ignored gives
         # 0, not the 0/0 = nan that reduction="mean" gives.
         targets = targets.flatten()
@@ -76,6 +103,7 @@ class TorchModel:
         return self._loss(self._tokens(tokens), self._tokens(targets)).item()
 
     def gradients(self, tokens: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+        self._check_trainable()
         self.net.eval()
         self.net.zero_grad(set_to_none=True)
         self._loss(self._tokens(tokens), self._tokens(targets)).backward()
@@ -85,15 +113,19 @@ class TorchModel:
 
     # ---- training
     def train_step(self, tokens: np.ndarray, targets: np.ndarray, lr: float) -> float:
+        self._check_trainable()
         tokens, targets = self._tokens(tokens), self._tokens(targets)
         if tokens.ndim == 2:  # a single micro-batch
             tokens, targets = tokens[None], targets[None]
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
-        for x, y in zip(tokens, targets):  # (A, B, T): accumulate gradients over A micro-batches
-            loss = self._loss(x, y) / len(tokens)
-            self.scaler.scale(loss).backward()
+        for i, (x, y) in enumerate(zip(tokens, targets)):  # (A, B, T): accumulate over A micro-batches
+            last = i == len(tokens) - 1
+            # DDP averages gradients across processes on the last micro-batch only.
+            with contextlib.nullcontext() if last or self.train_net is self.net else self.train_net.no_sync():
+                loss = self._loss(x, y, self.train_net) / len(tokens)
+                self.scaler.scale(loss).backward()
             total += loss.detach()
         self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         if self.train.grad_clip > 0:
@@ -102,7 +134,7 @@ class TorchModel:
             group["lr"] = lr
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return total.item()
+        return distributed.mean_over_ranks(total).item()
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
         state: dict[str, np.ndarray] = {"step": np.array([0], dtype=np.int64)}
@@ -130,7 +162,7 @@ class TorchModel:
     def prefill(self, tokens: np.ndarray) -> np.ndarray:
         self.net.eval()
         tokens = self._tokens(tokens)
-        self.cache = KVCache(self.config, tokens.shape[0], self.device, self.net.wte.weight.dtype)
+        self.cache = KVCache(self.config, tokens.shape[0], self.device, self.net.wpe.weight.dtype)
         logits = self.net(tokens, self.cache, start=0)[:, -1]
         self.cache.pos = tokens.shape[1]
         return logits.float().cpu().numpy()
@@ -162,7 +194,15 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, device: str | None = None):
+        self.rank, local_rank, self.world_size = distributed.world_from_env()
+        if self.world_size > 1 and device is None and torch.cuda.is_available():
+            device = f"cuda:{local_rank}"  # one GPU per process
         self.device = select_device(device)
+        if self.world_size > 1:
+            distributed.init_process_group(self.device)
+
+    def any_rank(self, flag: bool) -> bool:
+        return distributed.any_rank(flag, self.device)
 
     def build(self, config: GPTConfig, params: dict[str, np.ndarray], train: TrainConfig | None = None) -> TorchModel:
         return TorchModel(config, params, self.device, train or TrainConfig())
