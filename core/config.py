@@ -25,6 +25,7 @@ class GPTConfig:
     bias: bool = True  # biases in Linear and LayerNorm layers, as in GPT-2
     tie_embeddings: bool = True  # the output head reuses the token embedding matrix (GPT-2)
     layer_norm_eps: float = 1e-5  # LayerNorm epsilon, as in GPT-2 and PyTorch
+    causal: bool = True  # attend only to earlier positions (GPT); False sees the whole sequence (BERT)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -108,6 +109,7 @@ class TrainConfig:
     eval_batches: int = 20  # validation batches per evaluation
     patience: int = 0  # stop after this many evaluations without a better validation loss (0: never)
     dtype: str = "float32"  # compute precision: float32, bfloat16 or float16 (where the device has it)
+    objective: str = "clm"  # clm: predict the next token; mlm: fill masked tokens (bidirectional model)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches"):
@@ -133,6 +135,8 @@ class TrainConfig:
             raise ValueError(f"grad_clip={self.grad_clip} is invalid: use 0 (off) or a positive norm")
         if self.patience < 0:
             raise ValueError(f"patience={self.patience} is invalid: use 0 (off) or a number of evaluations")
+        if self.objective not in ("clm", "mlm"):
+            raise ValueError(f"objective={self.objective!r} is invalid: use clm (next token) or mlm (masked tokens)")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is invalid: use one of {', '.join(DTYPES)}")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from core.corpus import Corpus, load_corpus, split_documents
-from core.tokenizer import Tokenizer, tokenizer_from_json, train_tokenizer
+from core.tokenizer import SPECIAL_TOKENS, Tokenizer, tokenizer_from_json, train_tokenizer
 
 __all__ = [
     "Corpus", "load_corpus", "split_documents", "Dataset", "prepare_dataset", "encode_documents", "cached_tokens",
@@ -108,7 +108,8 @@ def cached_tokenizer(kind: str, texts: Sequence[str], vocab_size: int, cache_dir
     """`train_tokenizer`, stored in `cache_dir` keyed by the texts, the kind and the vocabulary size."""
     if cache_dir is None:
         return train_tokenizer(kind, texts, vocab_size)
-    path = Path(cache_dir) / f"tokenizer-{kind}-{_digest(texts, 'tokenizer', kind, str(vocab_size))}.json"
+    key = _digest(texts, "tokenizer", kind, str(vocab_size), *SPECIAL_TOKENS)
+    path = Path(cache_dir) / f"tokenizer-{kind}-{key}.json"
     if path.exists():
         return tokenizer_from_json(path.read_text(encoding="utf-8"))
     tokenizer = train_tokenizer(kind, texts, vocab_size)

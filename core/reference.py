@@ -44,15 +44,16 @@ def linear(x: np.ndarray, p: dict[str, np.ndarray], name: str) -> np.ndarray:
 
 
 def attention(config: GPTConfig, p: dict[str, np.ndarray], i: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Causal multi-head self-attention of block i. Returns the output and the attention weights."""
+    """Multi-head self-attention of block i (causal unless config.causal is False); output and weights."""
     B, T, C = x.shape
     H, D = config.n_head, config.head_size
     q, k, v = np.split(linear(x, p, f"h.{i}.attn.c_attn"), 3, axis=-1)  # 3 x (B, T, C)
     # (B, T, C) -> (B, H, T, D): each head attends over its own slice of the channels
     q, k, v = (a.reshape(B, T, H, D).transpose(0, 2, 1, 3) for a in (q, k, v))
     scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(D)  # (B, H, T, T)
-    future = np.triu(np.ones((T, T), dtype=bool), k=1)  # position t may not look at t+1, t+2, ...
-    scores = np.where(future, -np.inf, scores)
+    if config.causal:  # position t may not look at t+1, t+2, ...
+        future = np.triu(np.ones((T, T), dtype=bool), k=1)
+        scores = np.where(future, -np.inf, scores)
     weights = softmax(scores, axis=-1)  # (B, H, T, T), each row sums to 1
     y = weights @ v  # (B, H, T, D)
     y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, H, T, D) -> (B, T, C): heads side by side

@@ -93,6 +93,12 @@ def count_params(config: GPTConfig) -> int:
     return sum(math.prod(shape) for shape in param_shapes(config).values())
 
 
+def check_causal(config: GPTConfig) -> None:
+    """Generation needs a causal model: a bidirectional one (causal=False) fills masks instead."""
+    if not config.causal:
+        raise ValueError("this model is bidirectional (causal=False) and cannot generate text: use predict-masked")
+
+
 def check_params(config: GPTConfig, params: dict[str, np.ndarray]) -> None:
     """Raise ValueError if `params` does not have exactly the names and shapes of `config`."""
     expected = param_shapes(config)

@@ -9,7 +9,8 @@ The model only ever sees integers; this module decides which integers. Two kinds
 - `char`: one token per character of the training text, as nanoGPT's shakespeare_char. Tiny
   vocabulary, good for the teaching example, but it cannot encode a character it has never seen.
 
-Both reserve `<|endoftext|>` (`eot_id`) to separate documents. Conventions shared by both kinds:
+Both reserve `<|endoftext|>` (`eot_id`) to separate documents and `[MASK]` (`mask_id`) for
+masked-token training. Conventions shared by both kinds:
 
 - `encode(text)` treats every character of `text` as text: the string "<|endoftext|>" inside a
   document is spelled out, never turned into `eot_id`. Only the data pipeline inserts `eot_id`.
@@ -28,8 +29,8 @@ from pathlib import Path
 from typing import Protocol
 
 EOT = "<|endoftext|>"  # document separator, GPT-2's spelling
-MASK = "[MASK]"  # reserved for a later masked-token objective; no tokenizer adds it yet
-SPECIAL_TOKENS = [EOT]
+MASK = "[MASK]"  # stands in for hidden tokens in masked-token training (--objective mlm)
+SPECIAL_TOKENS = [EOT, MASK]
 KINDS = ("bpe", "char")
 TOKENIZER_FILE = "tokenizer.json"  # the name used when saving into a folder
 
@@ -107,7 +108,7 @@ class CharTokenizer:
         self._itos = self.chars + SPECIAL_TOKENS
         self.vocab_size: int = len(self._itos)
         self.eot_id: int = len(self.chars) + SPECIAL_TOKENS.index(EOT)
-        self.mask_id: int | None = None
+        self.mask_id: int | None = len(self.chars) + SPECIAL_TOKENS.index(MASK)
 
     def encode(self, text: str) -> list[int]:
         stoi = self._stoi
@@ -160,7 +161,7 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 8192) -> 
     if vocab_size < min_vocab_size("bpe"):
         raise ValueError(
             f"vocab_size={vocab_size} is too small for a byte-level BPE tokenizer: use at least "
-            f"{min_vocab_size('bpe')} (256 bytes + {len(SPECIAL_TOKENS)} special token)"
+            f"{min_vocab_size('bpe')} (256 bytes + {len(SPECIAL_TOKENS)} special tokens)"
         )
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import decoders, models, pre_tokenizers, trainers

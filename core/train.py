@@ -28,6 +28,7 @@ from core.checkpoint import Checkpoint, list_checkpoints, save_checkpoint
 from core.config import GPTConfig, TrainConfig
 from core.data import BatchPrefetcher, Dataset, eval_batches
 from core.metrics import evaluate_batches
+from core.mlm import mlm_batch
 from core.schedule import learning_rate
 from core.spec import init_params
 
@@ -120,6 +121,9 @@ def train(
         metrics = MetricsLog(run_dir / "metrics.jsonl", start if resume else None)
     tokens_per_step = tc.batch_size * tc.grad_accum * config.block_size * world  # global, all processes
     val_batches = eval_batches(data.val, config.block_size, tc.batch_size, tc.eval_batches, tc.seed)
+    if tc.objective == "mlm":  # the same windows with fixed masks, so evaluations stay comparable
+        mask_id = data.tokenizer.mask_id
+        val_batches = [mlm_batch(x, tc.seed + 1, i, mask_id, config.vocab_size) for i, (x, _) in enumerate(val_batches)]
     evals_without_gain = 0
     result = TrainResult(steps_done=start, stopped="finished", best_val_loss=best_val, run_dir=run_dir)
 
@@ -174,6 +178,8 @@ def train(
         for step in range(start, tc.steps):
             lr = learning_rate(step, tc)
             x, y = next(batches)  # (grad_accum, batch_size, block_size)
+            if tc.objective == "mlm":  # fill in hidden tokens instead of predicting the next ones
+                x, y = mlm_batch(x, tc.seed, step * world + rank, mask_id, config.vocab_size)
             loss = model.train_step(x, y, lr)  # averaged over processes, so every rank sees the same
             if not math.isfinite(loss):
                 log(

@@ -71,7 +71,8 @@ def test_eot_decodes_to_its_text_in_both_kinds(kind, bpe, char):
     ids = tok.encode("Once upon") + [tok.eot_id] + tok.encode("The end.")
     assert tok.decode(ids) == f"Once upon{EOT}The end."
     assert tok.decode(np.array(ids, dtype=np.uint16)) == f"Once upon{EOT}The end."  # numpy ids work too
-    assert tok.mask_id is None
+    assert tok.mask_id is not None and tok.mask_id != tok.eot_id
+    assert tok.decode([tok.mask_id]) == "[MASK]"
     assert tok.kind == kind
 
 
@@ -97,7 +98,7 @@ def test_bpe_vocabulary_and_special_token(bpe):
 
 def test_bpe_vocab_too_small_names_the_minimum():
     minimum = min_vocab_size("bpe")
-    assert minimum == 257
+    assert minimum == 258  # 256 bytes, <|endoftext|> and [MASK]
     with pytest.raises(ValueError, match=f"at least {minimum}"):
         train_tokenizer("bpe", ENGLISH, vocab_size=minimum - 1)
     tok = train_tokenizer("bpe", ["tiny"], vocab_size=minimum)  # the minimum itself works: bytes only
@@ -109,15 +110,15 @@ def test_unknown_kind_is_an_error():
         train_tokenizer("word", ENGLISH)
 
 
-def test_char_vocabulary_is_sorted_characters_then_eot(char):
+def test_char_vocabulary_is_sorted_characters_then_special_tokens(char):
     assert char.chars == sorted(set("".join(ENGLISH)))
-    assert char.vocab_size == len(char.chars) + 1
-    assert char.eot_id == len(char.chars)
+    assert char.vocab_size == len(char.chars) + 2
+    assert (char.eot_id, char.mask_id) == (len(char.chars), len(char.chars) + 1)
     assert char.encode("".join(char.chars)) == list(range(len(char.chars)))
 
 
 def test_char_ignores_vocab_size():
-    assert train_tokenizer("char", ["abc"], vocab_size=3).vocab_size == 4
+    assert train_tokenizer("char", ["abc"], vocab_size=3).vocab_size == 5  # a, b, c, eot, mask
     with pytest.raises(ValueError, match="non-empty"):
         train_tokenizer("char", ["", ""])
 
@@ -136,7 +137,7 @@ def test_save_and_load_round_trip(kind, bpe, char, tmp_path):
     path = save_tokenizer(tok, tmp_path / "tokenizer.json")
     again = load_tokenizer(path)
     assert type(again) is type(tok)
-    assert (again.kind, again.vocab_size, again.eot_id, again.mask_id) == (tok.kind, tok.vocab_size, tok.eot_id, None)
+    assert (again.kind, again.vocab_size, again.eot_id, again.mask_id) == (tok.kind, tok.vocab_size, tok.eot_id, tok.mask_id)
     assert again.to_json() == tok.to_json()
     text = ENGLISH[-1] + ENGLISH[0]
     assert again.encode(text) == tok.encode(text)

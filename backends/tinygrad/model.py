@@ -25,7 +25,14 @@ class Linear:
         self.weight = Tensor.empty(n_in, n_out, device=device)
         self.bias = Tensor.empty(n_out, device=device) if bias else None
 
+    def int8_(self) -> None:
+        """Hold the weight as int8 (in, out) plus one float32 scale per output column (core/quantize.py)."""
+        quantize_(self, scale_size=self.weight.shape[1])
+
     def __call__(self, x: Tensor) -> Tensor:
+        if self.weight is None:  # int8: (x @ Q) * scale; the cast fuses into the matmul, which reads int8
+            y = linear(x, self.weight_int8.cast(x.dtype), None) * self.weight_scale
+            return y + self.bias if self.bias is not None else y
         return linear(x, self.weight, self.bias)
 
 
@@ -41,11 +48,33 @@ class LayerNorm:
 
 
 class Embedding:
+    """A (n, n_embd) matrix read by row: token or position vectors, and the output head (`attend`)."""
+
     def __init__(self, n: int, n_embd: int, device: str):
         self.weight = Tensor.empty(n, n_embd, device=device)
 
+    def int8_(self) -> None:
+        """Hold the matrix as int8 plus one float32 scale per row (core/quantize.py)."""
+        quantize_(self, scale_size=self.weight.shape[0])
+
     def __call__(self, idx: Tensor) -> Tensor:
+        if self.weight is None:
+            return self.weight_int8[idx].cast(dtypes.float32) * self.weight_scale[idx].unsqueeze(-1)
         return self.weight[idx]  # (B, T) -> (B, T, n_embd)
+
+    def attend(self, x: Tensor) -> Tensor:
+        """x @ weight.T: (B, T, n_embd) -> (B, T, n). With int8, a row's scale multiplies its logit."""
+        if self.weight is None:
+            return (x @ self.weight_int8.T.cast(x.dtype)) * self.weight_scale
+        return x @ self.weight.T
+
+
+def quantize_(module: Linear | Embedding, scale_size: int) -> None:
+    """Replace `module.weight` by `weight_int8` (same shape, int8) and `weight_scale`, loaded later."""
+    shape, device = module.weight.shape, module.weight.device
+    module.weight = None  # no float copy kept: the int8 tensor is the weight now
+    module.weight_int8 = Tensor.empty(*shape, dtype=dtypes.int8, device=device)
+    module.weight_scale = Tensor.empty(scale_size, device=device)
 
 
 class KVCache:
@@ -71,15 +100,15 @@ class CausalSelfAttention:
     def __init__(self, config: GPTConfig, device: str):
         self.c_attn = Linear(config.n_embd, 3 * config.n_embd, config.bias, device)
         self.c_proj = Linear(config.n_embd, config.n_embd, config.bias, device)
-        self.n_head, self.dropout = config.n_head, config.dropout
+        self.n_head, self.dropout, self.causal = config.n_head, config.dropout, config.causal
 
     def __call__(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, start: int | UOp = 0) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         # (B, T, C) -> (B, n_head, T, head_size)
         q, k, v = (a.reshape(B, T, self.n_head, C // self.n_head).transpose(1, 2) for a in (q, k, v))
-        if cache is None:  # training or a full forward pass: every query sees the keys up to itself
-            y = q.scaled_dot_product_attention(k, v, dropout_p=self.dropout, is_causal=True)
+        if cache is None:  # a full forward pass: each query sees the keys up to itself (all if not causal)
+            y = q.scaled_dot_product_attention(k, v, dropout_p=self.dropout, is_causal=self.causal)
         else:  # write this step's keys and values at their positions, attend over everything so far
             end = start + T
             cache.k[layer][:, :, start:end].assign(k)
@@ -97,8 +126,10 @@ class CausalSelfAttention:
         q, k, _ = self.c_attn(x).split(C, dim=2)
         q, k = (a.reshape(B, T, self.n_head, C // self.n_head).transpose(1, 2) for a in (q, k))
         scores = q @ k.transpose(-2, -1) / math.sqrt(C // self.n_head)  # (B, n_head, T, T)
-        future = Tensor.ones(T, T, dtype=dtypes.bool, device=x.device).triu(1)
-        return future.where(float("-inf"), scores).softmax(-1)
+        if self.causal:
+            future = Tensor.ones(T, T, dtype=dtypes.bool, device=x.device).triu(1)
+            scores = future.where(float("-inf"), scores)
+        return scores.softmax(-1)
 
 
 class MLP:
@@ -146,8 +177,8 @@ class GPT:
         for i, block in enumerate(self.h):
             x = block(x, cache, i, start)
         x = self.ln_f(x)
-        head = self.wte.weight if self.config.tie_embeddings else self.lm_head.weight
-        return x @ head.T  # (B, T, C) @ (C, V) -> (B, T, V)
+        head = self.wte if self.config.tie_embeddings else self.lm_head
+        return head.attend(x)  # (B, T, C) @ (C, V) -> (B, T, V)
 
     def attention_maps(self, tokens: Tensor) -> list[Tensor]:
         """Each layer's attention weights (B, n_head, T, T) for a full forward pass."""

@@ -28,8 +28,46 @@ class Linear(nn.Module):
         self.weight = nn.Parameter(torch.empty(n_in, n_out))
         self.bias = nn.Parameter(torch.empty(n_out)) if bias else None
 
+    def int8_(self) -> None:
+        """Hold the weight as int8 (in, out) plus one float32 scale per output column (core/quantize.py)."""
+        quantize_(self, scale_size=self.weight.shape[1])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is None:  # int8: (x @ Q) * scale, the scale being constant along the summed axis
+            y = linear(x, self.weight_int8.to(x.dtype), None) * self.weight_scale
+            return y + self.bias if self.bias is not None else y
         return linear(x, self.weight, self.bias)
+
+
+class Embedding(nn.Module):
+    """A (n, n_embd) matrix read by row: token or position vectors, and the output head (`attend`)."""
+
+    def __init__(self, n: int, n_embd: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, n_embd))
+
+    def int8_(self) -> None:
+        """Hold the matrix as int8 plus one float32 scale per row (core/quantize.py)."""
+        quantize_(self, scale_size=self.weight.shape[0])
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.weight is None:
+            return self.weight_int8[idx].float() * self.weight_scale[idx, None]  # (B, T) -> (B, T, n_embd)
+        return F.embedding(idx, self.weight)
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """x @ weight.T: (B, T, n_embd) -> (B, T, n). With int8, a row's scale multiplies its logit."""
+        if self.weight is None:
+            return (x @ self.weight_int8.T.to(x.dtype)) * self.weight_scale
+        return x @ self.weight.T
+
+
+def quantize_(module: nn.Module, scale_size: int) -> None:
+    """Replace `module.weight` by buffers `weight_int8` (same shape, int8) and `weight_scale`, loaded later."""
+    shape, device = module.weight.shape, module.weight.device
+    module.weight = None  # no float copy kept: the int8 buffer is the weight now
+    module.register_buffer("weight_int8", torch.zeros(shape, dtype=torch.int8, device=device))
+    module.register_buffer("weight_scale", torch.ones(scale_size, device=device))
 
 
 class LayerNorm(nn.Module):
@@ -62,17 +100,16 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.c_attn = Linear(config.n_embd, 3 * config.n_embd, config.bias)
         self.c_proj = Linear(config.n_embd, config.n_embd, config.bias)
-        self.n_head, self.dropout = config.n_head, config.dropout
+        self.n_head, self.dropout, self.causal = config.n_head, config.dropout, config.causal
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, start: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         # (B, T, C) -> (B, n_head, T, head_size)
         q, k, v = (a.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for a in (q, k, v))
-        if cache is None:  # training or a full forward pass: every query sees the keys up to itself
-            y = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-            )
+        if cache is None:  # a full forward pass: each query sees the keys up to itself (all if not causal)
+            dropout = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=self.causal)
         else:  # write this step's keys and values at their positions, attend over everything so far
             end = start + T
             cache.k[layer][:, :, start:end] = k
@@ -90,8 +127,10 @@ class CausalSelfAttention(nn.Module):
         q, k, _ = self.c_attn(x).split(C, dim=2)
         q, k = (a.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for a in (q, k))
         scores = q @ k.transpose(-2, -1) / math.sqrt(C // self.n_head)  # (B, n_head, T, T)
-        future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
-        return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+        if self.causal:
+            future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+            scores = scores.masked_fill(future, float("-inf"))
+        return scores.softmax(dim=-1)
 
 
 class MLP(nn.Module):
@@ -125,12 +164,12 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.wte = Embedding(config.vocab_size, config.n_embd)
+        self.wpe = Embedding(config.block_size, config.n_embd)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = LayerNorm(config.n_embd, config.bias, config.layer_norm_eps)
         if not config.tie_embeddings:
-            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)  # weight (V, C), like wte
+            self.lm_head = Embedding(config.vocab_size, config.n_embd)  # weight (V, C), like wte
 
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
         """int tokens (B, T) -> logits (B, T, vocab_size). With a cache, positions begin at `start`."""
@@ -141,8 +180,8 @@ class GPT(nn.Module):
         for i, block in enumerate(self.h):
             x = block(x, cache, i, start)
         x = self.ln_f(x)
-        head = self.wte.weight if self.config.tie_embeddings else self.lm_head.weight
-        return x @ head.T  # (B, T, C) @ (C, V) -> (B, T, V)
+        head = self.wte if self.config.tie_embeddings else self.lm_head
+        return head.attend(x)  # (B, T, C) @ (C, V) -> (B, T, V)
 
     def attention_maps(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         """Each layer's attention weights (B, n_head, T, T) for a full forward pass."""
