@@ -4,6 +4,9 @@
     python train_next_word_prediction.py --backend torch --data my.txt # ... or on your own text
     python train_next_word_prediction.py generate --checkpoint runs/X --prompt "def "
     python train_next_word_prediction.py chat --checkpoint runs/X
+    python train_next_word_prediction.py export-hf --checkpoint runs/X --out hf/X    # Hugging Face GPT-2 folder
+    python train_next_word_prediction.py import-hf --model hf/gpt2 --out runs/gpt2   # ... and back
+    python train_next_word_prediction.py quantize --checkpoint runs/X --out runs/X-int8
 
 This is the only file that reads the command line; everything it runs lives in `core/` and
 `backends/`. Every `GPTConfig` and `TrainConfig` field is a flag, with the field's comment as help.
@@ -18,9 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from core.config import PRESETS, GPTConfig, TrainConfig, field_help
+from core.config import DTYPES, PRESETS, GPTConfig, TrainConfig, field_help
 
-COMMANDS = ("train", "generate", "chat")
+ANALYSIS_COMMANDS = ("evaluate", "analyze", "lambada", "bidirectional", "attention", "codecheck")
+COMMANDS = ("train", "generate", "chat", "predict-masked", *ANALYSIS_COMMANDS)
+CONVERT_COMMANDS = ("export-hf", "import-hf", "quantize")  # checkpoint conversions in numpy, no backend
 DEFAULT_PRESET = "default"  # the README's first command: a few minutes on a 2-core CPU
 RUN_PRESETS = {**PRESETS, "default": dict(n_layer=2, n_head=4, n_embd=128, block_size=64)}
 # Training settings of the default run; any flag overrides them.
@@ -80,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=None, help="run folder for checkpoints, metrics and plots (default: runs/<backend>-<time>)"
     )
     t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in this folder where it stopped")
+    t.add_argument("--devices", default=None, metavar="DEV,DEV",
+                   help="tinygrad: train data-parallel over these devices in one process, e.g. CPU:0,CPU:1 or "
+                   "CUDA:0,CUDA:1 (torch: use torchrun --nproc_per_node=N)")
     t.add_argument("--explain", action="store_true", help="print what each stage does, with this run's shapes")
+    t.add_argument("--reverse", action="store_true", help="train a backward model: every token stream reversed")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     t.add_argument("--sample-tokens", type=int, default=48, help="tokens in the sample shown at each evaluation")
     add_dataclass_flags(t, GPTConfig)
@@ -103,14 +112,125 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--top-p", type=float, default=None, help="sample within the smallest set of probability p")
         g.add_argument("--seed", type=int, default=1337, help="seed of the sampler: same seed, same text")
         g.add_argument("--stats", action="store_true", help="show each token's probability, rank and entropy")
+        g.add_argument(
+            "--dtype",
+            choices=DTYPES,
+            default="float32",
+            help="compute precision (torch where the device supports it; tinygrad: float32 only)",
+        )
+    m = sub.add_parser("predict-masked", help="fill [MASK] tokens with a model trained with --objective mlm")
+    add_backend_flags(m)
+    m.add_argument("--checkpoint", required=True, help="a run folder or a checkpoint folder")
+    m.add_argument("--step", default="best", help="which checkpoint of the run: best, last or a step number")
+    m.add_argument("--text", required=True, help='text with one or more [MASK], e.g. "[MASK] f(x):"')
+    m.add_argument("--top-k", type=int, default=5, help="fillers to show per mask")
+    add_analysis_commands(sub)
+    add_convert_commands(sub)
     return parser
+
+
+def run_predict_masked(args: argparse.Namespace) -> int:
+    from core.mlm import predict_masked
+    from core.session import Session
+
+    session = Session.open(make_backend(args), args.checkpoint, args.step)
+    for i, mask in enumerate(predict_masked(session.model, session.tokenizer, args.text, args.top_k), 1):
+        fillers = "  ".join(f"{token!r} {p:.3f}" for token, p in mask["candidates"])
+        print(f"[MASK] {i} (token {mask['position']}, entropy {mask['entropy']:.2f} nats): {fillers}")
+    return 0
+
+
+def add_convert_commands(sub) -> None:
+    """export-hf, import-hf and quantize: each reads one model folder and writes another."""
+    e = sub.add_parser("export-hf", help="write a checkpoint as a Hugging Face GPT-2 folder (from_pretrained loads it)")
+    e.add_argument("--checkpoint", required=True, help="a run folder or a checkpoint folder")
+    e.add_argument("--step", default="best", help="which checkpoint of the run: best, last or a step number")
+    e.add_argument("--out", required=True, help="folder for config.json, model.safetensors and tokenizer files")
+    i = sub.add_parser("import-hf", help="turn a Hugging Face GPT-2 folder into a checkpoint for generate and chat")
+    i.add_argument("--model", required=True, help="a folder with config.json and model.safetensors (save_pretrained)")
+    i.add_argument("--out", required=True, help="the checkpoint folder to write")
+    q = sub.add_parser("quantize", help="write an int8 weight-only copy of a checkpoint (about a quarter the size)")
+    q.add_argument("--checkpoint", required=True, help="a run folder or a checkpoint folder")
+    q.add_argument("--step", default="best", help="which checkpoint of the run: best, last or a step number")
+    q.add_argument("--out", required=True, help="the checkpoint folder to write")
+    q.add_argument(
+        "--float-embeddings", action="store_true", help="keep wte (and lm_head) float32; quantize Linear weights only"
+    )
+
+
+def add_analysis_commands(sub) -> None:
+    """Parsers of the evaluation and analysis commands; each flag is a keyword of `core.commands.<command>`."""
+    for name, help_text in (
+        ("evaluate", "perplexity, accuracy and bits per byte on a text, with plots"),
+        ("analyze", "each token's probability, rank and entropy in a text"),
+        ("lambada", "LAMBADA-style last-word (or --reverse: first-word) prediction"),
+        ("bidirectional", "each word given its left and its right context (forward + backward model)"),
+        ("attention", "attention heatmaps per layer and head for a prompt"),
+        ("codecheck", "complete held-out Python function signatures: parse, docstring, keywords"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        add_backend_flags(p)
+        if name == "bidirectional":
+            p.add_argument("--forward", required=True, help="run or checkpoint folder of a forward model")
+            p.add_argument("--backward", required=True, help="run or checkpoint folder of a backward model")
+        else:
+            p.add_argument("--checkpoint", required=True, help="a run folder or a checkpoint folder")
+        p.add_argument("--step", default="best", help="which checkpoint of the run: best, last or a step number")
+        if name in ("analyze", "bidirectional"):
+            source = p.add_mutually_exclusive_group(required=True)
+            source.add_argument("--text", help="the text to analyze")
+            source.add_argument("--file", help="a file holding the text to analyze")
+        if name in ("evaluate", "analyze", "bidirectional"):
+            p.add_argument("--stride", type=int, default=None, help="window step for long texts (default: block/2)")
+        if name in ("evaluate", "lambada", "codecheck"):
+            p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+        if name in ("analyze", "lambada", "bidirectional", "codecheck"):
+            p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="also write the results here")
+        if name in ("evaluate", "lambada"):
+            p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e, a, la, b, at, c = (sub.choices[n] for n in ANALYSIS_COMMANDS)
+    e.add_argument("--data", help="file, folder or 'synthetic' (default: the checkpoint's validation split)")
+    e.add_argument("--unit", choices=["document", "paragraph", "line"], default="document", help="what a sequence is")
+    e.add_argument("--max-tokens", type=int, default=None, help="evaluate at most this many tokens")
+    e.add_argument("--out", default="evaluation", help="folder for report.json and the plots (default: evaluation)")
+    a.add_argument("--span", type=int, default=5, help="tokens per span in the most/least predictable spans")
+    a.add_argument("--spans", type=int, default=3, help="how many spans of each kind to show")
+    a.add_argument("--rows", type=int, default=40, help="table rows to print (the JSON has all)")
+    a.add_argument("--plot", default=None, metavar="PNG", help="write a bar chart of the token probabilities")
+    a.add_argument("--no-color", action="store_true", help="mark improbable tokens with [ ] instead of colours")
+    la.add_argument("--data", help="a JSONL file with a 'text' field per line")
+    la.add_argument("--from-text", default=None, metavar="FILE", help="cut passages from a plain text file instead")
+    la.add_argument("--passages", type=int, default=200, help="passages to cut with --from-text")
+    la.add_argument("--words", type=int, default=40, help="words per passage with --from-text")
+    la.add_argument("--reverse", action="store_true", help="predict the first word from the rest (backward model)")
+    la.add_argument("--examples", type=int, default=5, help="passages to show")
+    b.add_argument("--top", type=int, default=10, help="surprising words to list")
+    b.add_argument("--plot", default="bidirectional.png", metavar="PNG", help="scatter plot file")
+    at.add_argument("--prompt", required=True, help="the text whose attention to draw")
+    at.add_argument("--out", default="attention.png", metavar="PNG", help="grid image file")
+    c.add_argument("--samples", type=int, default=50, help="function signatures to complete")
+    c.add_argument("--max-new-tokens", type=int, default=96, help="tokens per completion")
+    c.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    c.add_argument("--seed", type=int, default=0, help="seeds the choice of signatures, the sampler and the baseline")
+    c.add_argument("--data", default=None, help="Python source folder (default: the built-in corpus)")
+    c.add_argument("--show", type=int, default=2, help="completions to print")
+
+
+def _processes(backend) -> str:
+    return f" ({backend.world_size} data-parallel processes)" if backend.world_size > 1 else ""
 
 
 def make_backend(args: argparse.Namespace):
     from backends import get_backend, resolve_name
 
-    backend = get_backend(resolve_name(args.backend), args.device)
-    print(f"using {backend.name} on {backend.device}", flush=True)
+    name, device = resolve_name(args.backend), args.device
+    if getattr(args, "devices", None):
+        if name != "tinygrad":
+            raise ValueError("--devices is tinygrad's data parallelism; with torch run torchrun --nproc_per_node=N")
+        device = args.devices
+    backend = get_backend(name, device)
+    if backend.rank == 0:
+        print(f"using {backend.name} on {backend.device}" + _processes(backend), flush=True)
     return backend
 
 
@@ -129,6 +249,7 @@ def run_train(args: argparse.Namespace) -> int:
         settings = resume.meta["run_settings"]
         for key in ("data", "tokenizer", "max_data_mb"):
             setattr(args, key, settings[key])
+        args.reverse = resume.meta.get("direction") == "backward"
         model_given = given(args, GPTConfig)
         config = resume.config
         if model_given and config.replace(**model_given) != config:
@@ -163,14 +284,25 @@ def run_train(args: argparse.Namespace) -> int:
     if config is None:
         fields = {**RUN_PRESETS[args.preset or DEFAULT_PRESET], **given(args, GPTConfig)}
         fields["vocab_size"] = data.tokenizer.vocab_size  # the tokenizer decides the vocabulary
+        if train_config.objective == "mlm":  # masked-token filling reads both directions
+            if fields.get("causal"):
+                raise ValueError("--objective mlm needs a bidirectional model: drop --causal")
+            fields["causal"] = False
         config = GPTConfig(**fields)
     elif data.tokenizer.vocab_size != config.vocab_size:
         raise ValueError(
             f"--resume refuses a different tokenizer: vocabulary {data.tokenizer.vocab_size} vs {config.vocab_size}"
         )
+    if args.reverse:  # a backward model: the same pipeline on the token streams read from the end
+        from core.direction import reverse_tokens
+
+        data.train, data.val = reverse_tokens(data.train), reverse_tokens(data.val)
     check_length(data.train, config.block_size, "training")
     check_length(data.val, config.block_size, "validation")
 
+    if backend.rank != 0:  # data-parallel helpers train silently; rank 0 reports and writes
+        train(backend, config, train_config, data, run_dir, resume=resume, progress=False)
+        return 0
     baseline = unigram_loss(data.train, data.val, config.vocab_size)
     print(f"corpus: {data.description}")
     print(
@@ -182,13 +314,21 @@ def run_train(args: argparse.Namespace) -> int:
         f"{config.n_embd} dims, context {config.block_size})"
     )
     print(f"run folder: {run_dir}" + (f" (resuming at step {resume.step})" if resume else ""))
+    world, tc = backend.world_size, train_config
+    print(
+        f"global batch: {tc.batch_size} sequences x {tc.grad_accum} accumulation x {world} process(es) = "
+        f"{tc.batch_size * tc.grad_accum * world * config.block_size:,} tokens per step; peak learning rate {tc.lr}"
+    )
     if args.explain:
         print(explain(config, train_config, data.tokenizer.kind, len(data.train)))
 
     settings = {"data": args.data, "tokenizer": args.tokenizer, "max_data_mb": args.max_data_mb}
     resume_command = f"python {Path(sys.argv[0]).name} --backend {backend.name} --resume {run_dir}"
     meta = {"run_settings": settings, "corpus": data.description, "resume_command": resume_command}
-    sample = make_sampler(data.tokenizer, args.sample_tokens, train_config.seed)
+    meta["direction"] = "backward" if args.reverse else "forward"
+    sample = make_sampler(data.tokenizer, args.sample_tokens, train_config.seed, args.reverse)
+    if train_config.objective == "mlm":
+        sample = None  # a bidirectional model fills masks (predict-masked); it does not continue text
     result = train(
         backend,
         config,
@@ -217,11 +357,19 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     from core.session import Session, Settings, chat, format_stats
+    from core.spec import check_causal
 
     backend = make_backend(args)
-    session = Session.open(backend, args.checkpoint, args.step)
+    session = Session.open(backend, args.checkpoint, args.step, args.dtype)
+    check_causal(session.checkpoint.config)  # before any output: a bidirectional model cannot generate
     session.settings = Settings(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed, args.stats)
     session.settings.sampling()  # check the sampling flags before any work
+    backward = session.checkpoint.meta.get("direction") == "backward"
+    if backward and args.command == "chat":
+        raise ValueError(
+            f"{args.checkpoint} is a backward model (trained with --reverse): chat continues text forwards; "
+            "use `generate`, which writes the text that comes before the prompt"
+        )
     if args.command == "chat":
         chat(session)
         return 0
@@ -234,22 +382,87 @@ def run_generate(args: argparse.Namespace) -> int:
         prompts = [args.prompt]
     for prompt in prompts:
         write = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
-        write(prompt)
-        _, stats = session.generate(prompt, write)
-        write("\n")
+        if backward:  # the model writes what comes before the prompt
+            from core.commands import generate_backward
+
+            before, stats = generate_backward(session, prompt)
+            write(before + prompt + "\n")
+        else:
+            write(prompt)
+            _, stats = session.generate(prompt, write)
+            write("\n")
         if args.stats:
             print(format_stats(stats))
     return 0
 
 
-def make_sampler(tokenizer, max_new_tokens: int, seed: int):
+def make_sampler(tokenizer, max_new_tokens: int, seed: int, reverse: bool = False):
     """A short greedy continuation of a fixed prompt, shown at each evaluation."""
-    from core.generate import generate_text
+    from core.generate import generate, generate_text
 
     def sample(model, step: int) -> str:
+        if reverse:  # a backward model writes a document's end first: decode its tokens in text order
+            ids = [tokenizer.eot_id]
+            new = generate(model, [ids], max_new_tokens, 0.8, 40, seed=seed + step, stop_token=tokenizer.eot_id)[0]
+            return tokenizer.decode(new[::-1])
         return generate_text(model, tokenizer, [""], max_new_tokens, temperature=0.8, top_k=40, seed=seed + step)[0]
 
     return sample
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """export-hf, import-hf, quantize: numpy in, numpy out (core/interop.py, core/quantize.py)."""
+    from core.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint
+    from core.spec import count_params
+
+    def load(path: str, which: str):
+        try:
+            return load_checkpoint(path, which)
+        except FileNotFoundError:
+            if which != "best":
+                raise
+            return load_checkpoint(path, "last")  # a run too short to have evaluated has no `best`
+
+    if args.command == "export-hf":
+        from core.interop import export_hf_folder
+
+        checkpoint = load(args.checkpoint, args.step)
+        out = export_hf_folder(checkpoint, args.out)
+        print(f"exported {checkpoint.path} (step {checkpoint.step}) to {out}")
+        print(f"load it with: GPT2LMHeadModel.from_pretrained({str(out)!r})")
+        if checkpoint.tokenizer_json is None:
+            print("note: the checkpoint has no tokenizer, so no tokenizer.json was written")
+        return 0
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not (out / "meta.json").exists():
+        raise ValueError(f"{out} exists and is not a checkpoint folder: pass --out with a new folder")
+    if args.command == "import-hf":
+        from core.interop import import_hf_folder
+
+        checkpoint, note = import_hf_folder(args.model)
+        save_checkpoint(out, checkpoint)
+        c = checkpoint.config
+        print(f"imported {args.model}: {count_params(c):,} parameters ({c.n_layer} layers, {c.n_embd} dims)")
+        print(note)
+    else:
+        from core.quantize import quantize_checkpoint
+
+        checkpoint = load(args.checkpoint, args.step)
+        if out.resolve() == checkpoint.path.resolve():
+            raise ValueError(f"--out {out} is the checkpoint being quantized: pass a new folder")
+        save_checkpoint(out, quantize_checkpoint(checkpoint, embeddings=not args.float_embeddings))
+        before, after = (checkpoint.path / MODEL_FILE).stat().st_size, (out / MODEL_FILE).stat().st_size
+        print(f"int8 checkpoint of {checkpoint.path} (step {checkpoint.step}) in {out}")
+        print(f"{MODEL_FILE}: {after / 1e6:.2f} MB, {after / before:.0%} of the float32 {before / 1e6:.2f} MB")
+    print(f"generate with: python {Path(sys.argv[0]).name} generate --checkpoint {out}")
+    return 0
+
+
+def run_analysis(args: argparse.Namespace) -> int:
+    from core import commands
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "backend", "device")}
+    return getattr(commands, args.command)(make_backend(args), **options)
 
 
 def check_writable(run_dir: Path) -> None:
@@ -266,12 +479,18 @@ def check_writable(run_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS + ("-h", "--help"):
+    if not argv or argv[0] not in COMMANDS + CONVERT_COMMANDS + ("-h", "--help"):
         argv.insert(0, "train")  # training is the default command
     args = build_parser().parse_args(argv)
     from core.backend import SetupError
 
     try:
+        if args.command in ANALYSIS_COMMANDS:
+            return run_analysis(args)
+        if args.command in CONVERT_COMMANDS:
+            return run_convert(args)
+        if args.command == "predict-masked":
+            return run_predict_masked(args)
         return run_train(args) if args.command == "train" else run_generate(args)
     except (ValueError, FileNotFoundError, NotImplementedError, SetupError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -22,7 +22,7 @@ from backends.tinygrad.model import GPT, KVCache
 from core.backend import IGNORE_INDEX
 from core.config import GPTConfig, TrainConfig
 from core.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
-from core.spec import decays
+from core.spec import check_causal, decays
 
 
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -53,7 +53,7 @@ def submodule(net: GPT, name: str):
 
 
 class TinygradModel:
-    def __init__(self, config: GPTConfig, params: dict[str, np.ndarray], device: str, train: TrainConfig):
+    def __init__(self, config: GPTConfig, params: dict[str, np.ndarray], device: str | tuple, train: TrainConfig):
         check_model_params(config, params)
         if train.dtype != "float32":
             raise NotImplementedError(
@@ -87,8 +87,18 @@ class TinygradModel:
         self.cache: KVCache | None = None
 
     # ---- numpy <-> tinygrad
-    def _tokens(self, tokens: np.ndarray) -> Tensor:
-        return Tensor(np.asarray(tokens, dtype=np.int32), device=self.device)
+    def _tokens(self, tokens: np.ndarray, batch_axis: int | None = None) -> Tensor:
+        """Token ids on the device. With several devices (a tuple) every tensor lives on all of them:
+        weights and optimizer state replicated, and a training batch split along `batch_axis`."""
+        tokens = np.asarray(tokens, dtype=np.int32)
+        if not isinstance(self.device, tuple) or batch_axis is None:
+            return Tensor(tokens, device=self.device)
+        if tokens.shape[batch_axis] % len(self.device):
+            raise ValueError(
+                f"batch size {tokens.shape[batch_axis]} does not split evenly over {len(self.device)} devices: "
+                f"use a multiple of {len(self.device)}"
+            )
+        return Tensor(tokens).shard(self.device, axis=batch_axis)
 
     def params(self) -> dict[str, np.ndarray]:
         values = {name: t.numpy().copy() for name, t in {**self.named, **self.int8_tensors}.items()}
@@ -152,7 +162,7 @@ class TinygradModel:
         if tokens.ndim == 2:  # a single micro-batch
             tokens, targets = tokens[None], targets[None]
         self.lr.assign(Tensor([lr], device=self.device)).realize()
-        loss = self._step_jit(self._tokens(tokens), self._tokens(targets)).item()
+        loss = self._step_jit(self._tokens(tokens, batch_axis=1), self._tokens(targets, batch_axis=1)).item()
         self.steps_taken += 1
         return loss
 
@@ -178,6 +188,7 @@ class TinygradModel:
 
     # ---- inference with a KV cache
     def prefill(self, tokens: np.ndarray) -> np.ndarray:
+        check_causal(self.config)
         tokens = np.asarray(tokens)
         if self.cache is None or self.cache.k[0].shape[0] != tokens.shape[0]:
             # Keep one cache per batch size: the jitted decode step captured these very buffers.
@@ -209,7 +220,7 @@ class TinygradBackend:
     rank, world_size = 0, 1  # one process; see --devices for several devices in it
 
     def __init__(self, device: str | None = None):
-        self.device = select_device(device)
+        self.device = select_device(device)  # a tuple for several devices (one process, sharded batches)
 
     def any_rank(self, flag: bool) -> bool:
         return flag

@@ -36,8 +36,14 @@ def _check(name: str) -> str:
     return device
 
 
-def select_device(requested: str | None = None) -> str:
-    """The requested device if it opens, else tinygrad's default, else CPU."""
+def select_device(requested: str | None = None) -> str | tuple[str, ...]:
+    """The requested device if it opens, else tinygrad's default, else CPU. A comma-separated list
+    ("CPU:0,CPU:1", "CUDA:0,CUDA:1") gives a tuple: data parallelism over those devices in one process."""
+    if requested is not None and "," in requested:
+        devices = tuple(_check(name.strip().upper()) for name in requested.split(","))
+        if len(set(devices)) != len(devices):
+            raise ValueError(f"devices {requested!r} repeat one another: name each device once, e.g. CPU:0,CPU:1")
+        return devices
     if requested is not None:
         return _check(requested.upper())
     try:
