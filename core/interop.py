@@ -105,6 +105,8 @@ def from_hf_gpt2(state_dict: dict, config_dict: dict) -> tuple[GPTConfig, dict[s
 def to_hf_gpt2(config: GPTConfig, params: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict]:
     """Our config and params (float32 or int8, which are dequantized) -> a `GPT2LMHeadModel` state dict
     (`model.load_state_dict(...)` takes it after `torch.from_numpy`) and a config.json dict."""
+    if not config.causal:
+        raise ValueError("this model is bidirectional (causal=False): GPT-2 is causal, so it cannot be exported as one")
     params = dequantize_params(params)
     check_params(config, params)
     state: dict[str, np.ndarray] = {}

@@ -16,6 +16,7 @@ from typing import TextIO
 
 from core.backend import Backend, Model
 from core.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
+from core.config import TrainConfig
 from core.generate import generate
 from core.sampling import SamplingConfig
 from core.tokenizer import Tokenizer, tokenizer_from_json
@@ -46,11 +47,12 @@ class Session:
     settings: Settings = field(default_factory=Settings)
 
     @classmethod
-    def open(cls, backend: Backend, path: str | Path, which: str | int = "best") -> Session:
+    def open(cls, backend: Backend, path: str | Path, which: str | int = "best", dtype: str = "float32") -> Session:
+        """Load a checkpoint (float32 or int8) on `backend`; `dtype` is the compute precision (TrainConfig.dtype)."""
         checkpoint = _load_with_fallback(path, which)
         if checkpoint.tokenizer_json is None:
             raise ValueError(f"checkpoint {checkpoint.path} has no tokenizer.json, so text cannot be encoded")
-        model = backend.build(checkpoint.config, checkpoint.params)
+        model = backend.build(checkpoint.config, checkpoint.params, TrainConfig(dtype=dtype))
         return cls(backend, Path(path), checkpoint, model, tokenizer_from_json(checkpoint.tokenizer_json))
 
     def load(self, which: str | int) -> str:

@@ -19,7 +19,7 @@ from backends.torch.model import GPT, KVCache
 from core.backend import IGNORE_INDEX
 from core.config import GPTConfig, TrainConfig
 from core.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
-from core.spec import decays
+from core.spec import check_causal, decays
 
 
 class TorchModel:
@@ -160,6 +160,7 @@ class TorchModel:
     # ---- inference with a KV cache
     @torch.no_grad()
     def prefill(self, tokens: np.ndarray) -> np.ndarray:
+        check_causal(self.config)
         self.net.eval()
         tokens = self._tokens(tokens)
         self.cache = KVCache(self.config, tokens.shape[0], self.device, self.net.wpe.weight.dtype)

@@ -1,0 +1,237 @@
+"""int8 weight-only quantization against float32: size on disk, decode speed, validation perplexity.
+
+    python benchmarks/quantization.py                         # trains the two models first if they are missing
+    python benchmarks/quantization.py --runs runs/X runs/Y    # or measure runs of yours
+
+Two models trained with torch on the built-in corpus (`TRAINING` below has the exact commands):
+
+- the `small` preset (6 layers, 512 dims, context 256, vocab 8192; 23M parameters), trained only
+  100 steps of 8 sequences (about half an hour on a 2-core CPU; far from converged);
+- the `default` preset (2 layers, 128 dims, context 64, vocab 8192; 1.5M parameters), 300 steps.
+
+For each: the size of `model.safetensors` as `save_checkpoint` writes it; the mean loss on fixed
+validation batches (`core.data.eval_batches`, torch backend) with float32 weights, int8 weights
+(embeddings quantized, the default; and kept float32, `--float-embeddings`) and float32 weights under
+torch's bfloat16 autocast; and decode speed: greedy, batch 1, KV cache, a 16-token prompt and
+`--new-tokens` new tokens, median of `--repeats` after one warm-up generation (tinygrad compiles and
+captures its decode JIT there), each backend on its default device.
+Results go to benchmarks/results/quantization.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backends import BACKENDS, get_backend  # noqa: E402
+from core.checkpoint import MODEL_FILE, Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
+from core.config import TrainConfig  # noqa: E402
+from core.data import eval_batches, prepare_dataset  # noqa: E402
+from core.generate import generate  # noqa: E402
+from core.quantize import quantize_params  # noqa: E402
+from core.spec import count_params  # noqa: E402
+from core.tokenizer import tokenizer_from_json  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+# Run folder -> the command that trains it (run from the repository root).
+TRAINING = {
+    "runs/quantization-small": "train_next_word_prediction.py --backend torch --preset small --steps 100 "
+    "--batch-size 8 --warmup-steps 10 --lr 1e-3 --min-lr 1e-4 --eval-every 50 --eval-batches 4 --no-progress",
+    "runs/quantization-default": "train_next_word_prediction.py --backend torch --steps 300 --no-progress",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", nargs="+", default=list(TRAINING), help="trained run folders (best checkpoint)")
+    parser.add_argument("--backends", nargs="+", choices=sorted(BACKENDS), default=sorted(BACKENDS))
+    parser.add_argument("--eval-tokens", type=int, default=40960, help="validation tokens (batches of 16 sequences)")
+    parser.add_argument("--new-tokens", type=int, default=64, help="tokens per timed generation")
+    parser.add_argument("--repeats", type=int, default=3, help="timed generations per setting (median reported)")
+    return parser.parse_args(argv)
+
+
+def variants(params: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    return {
+        "float32": params,
+        "int8": quantize_params(params),
+        "int8, float32 embeddings": quantize_params(params, embeddings=False),
+    }
+
+
+def disk_sizes(config, params: dict[str, np.ndarray]) -> dict[str, int]:
+    """Bytes of model.safetensors for each variant, written by save_checkpoint."""
+    sizes = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, values in variants(params).items():
+            folder = save_checkpoint(Path(tmp) / name.replace(" ", "_"), Checkpoint(config, values, {}))
+            sizes[name] = (folder / MODEL_FILE).stat().st_size
+    return sizes
+
+
+def decode_speed(backend, config, params, train: TrainConfig, new_tokens: int, repeats: int) -> dict:
+    model = backend.build(config, params, train)
+    prompt = np.random.default_rng(0).integers(0, config.vocab_size, (1, 16))
+    start = time.perf_counter()
+    generate(model, prompt, new_tokens)  # warm-up: compiles (tinygrad), allocates
+    warmup = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = generate(model, prompt, new_tokens)
+        times.append(time.perf_counter() - start)
+        assert len(out[0]) == new_tokens
+    median = statistics.median(times)
+    return {"tokens_per_s": round(new_tokens / median, 1), "ms_per_token": round(1000 * median / new_tokens, 2),
+            "warmup_s": round(warmup, 1), "times_s": [round(t, 3) for t in times]}  # fmt: skip
+
+
+def speed_rows(name: str, config, params, args) -> list[dict]:
+    """Decode speed of float32, int8 (and torch's bfloat16 autocast) on every backend."""
+    rows = []
+    for backend_name in args.backends:
+        backend = get_backend(backend_name)
+        settings = [("float32", params, "float32"), ("int8", quantize_params(params), "float32")]
+        if backend_name == "torch":
+            settings.append(("bfloat16 autocast", params, "bfloat16"))
+        for label, values, dtype in settings:
+            row = decode_speed(backend, config, values, TrainConfig(dtype=dtype), args.new_tokens, args.repeats)
+            rows.append({"model": name, "backend": backend_name, "device": backend.device, "weights": label, **row})
+            print(f"{name:>8} {backend_name:>8} {label:>18}: {row['tokens_per_s']:7.1f} tokens/s "
+                  f"({row['ms_per_token']:.1f} ms/token, warm-up {row['warmup_s']:.1f} s)", flush=True)  # fmt: skip
+    return rows
+
+
+def trained_run(run: str) -> Path:
+    """The run folder, trained first with its TRAINING command when it is one of ours and missing."""
+    path = ROOT / run if not Path(run).is_absolute() else Path(run)
+    if not (path / "checkpoints").is_dir():
+        if run not in TRAINING:
+            raise FileNotFoundError(f"no run folder {path}: train it first")
+        print(f"training {run}: python {TRAINING[run]} --out {run}", flush=True)
+        subprocess.run([sys.executable, *TRAINING[run].split(), "--out", run], cwd=ROOT, check=True)
+    return path
+
+
+def perplexities(checkpoint: Checkpoint, n_tokens: int) -> dict:
+    """Mean validation loss and perplexity of each variant, torch backend, on the run's own validation split."""
+    settings = checkpoint.meta.get("run_settings", {})
+    max_mb = settings.get("max_data_mb")
+    data = prepare_dataset(
+        settings.get("data"), tokenizer=tokenizer_from_json(checkpoint.tokenizer_json),
+        max_bytes=int(max_mb * 1e6) if max_mb else None, cache_dir=ROOT / ".cache" / "data",
+    )  # fmt: skip
+    config = checkpoint.config
+    n_batches = max(1, n_tokens // (16 * config.block_size))
+    batches = eval_batches(data.val, config.block_size, 16, n_batches, seed=1234)
+    backend = get_backend("torch")
+    settings_list = [(name, values, "float32") for name, values in variants(checkpoint.params).items()]
+    settings_list.append(("float32 weights, bfloat16 autocast", checkpoint.params, "bfloat16"))
+    out = {}
+    for name, values, dtype in settings_list:
+        model = backend.build(config, values, TrainConfig(dtype=dtype))
+        loss = float(np.mean([model.loss(x, y) for x, y in batches]))
+        out[name] = {"val_loss": round(loss, 5), "perplexity": round(math.exp(loss), 3)}
+    base = out["float32"]["perplexity"]
+    for row in out.values():
+        row["perplexity_change_pct"] = round(100 * (row["perplexity"] / base - 1), 3)
+    print(json.dumps(out, indent=2), flush=True)
+    return {"val_tokens": int(n_batches * 16 * config.block_size), "corpus": data.description, "variants": out}
+
+
+def measure_run(run: str, args) -> dict:
+    path = trained_run(run)
+    checkpoint = load_checkpoint(path, "best")
+    sizes = disk_sizes(checkpoint.config, checkpoint.params)
+    result = {
+        "run": run, "checkpoint": checkpoint.path.name, "step": checkpoint.step,
+        "val_loss_in_training": checkpoint.meta.get("val_loss"), "config": checkpoint.config.to_dict(),
+        "params": count_params(checkpoint.config), "disk_bytes": sizes,
+        "size_ratio": {k: round(v / sizes["float32"], 4) for k, v in sizes.items()},
+        **perplexities(checkpoint, args.eval_tokens),
+    }  # fmt: skip
+    result["decode"] = speed_rows(Path(run).name, checkpoint.config, checkpoint.params, args)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    load_start = round(os.getloadavg()[0], 2)
+    runs = [measure_run(run, args) for run in args.runs]
+    versions: dict[str, str] = {}
+    for name in args.backends:
+        versions.update(get_backend(name).versions())
+    result = {
+        "benchmark": "quantization",
+        "runs": runs,
+        "decode_settings": {"batch": 1, "prompt_tokens": 16, "new_tokens": args.new_tokens, "repeats": args.repeats},
+        "versions": versions,
+        "platform": {"python": platform.python_version(), "system": platform.platform(), "cpus": os.cpu_count(),
+                     "load_average_1m": {"start": load_start, "end": round(os.getloadavg()[0], 2)}},
+    }  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "quantization.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "quantization.md").write_text(markdown(result))
+    print(f"wrote {RESULTS / 'quantization.json'} and .md")
+    return 0
+
+
+def markdown(r: dict) -> str:
+    ds, p = r["decode_settings"], r["platform"]
+    versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items())
+    lines = [
+        "# int8 weight-only quantization against float32",
+        "",
+        f"{versions}; Python {p['python']} on {p['system']}, {p['cpus']} CPUs (load average "
+        f"{p['load_average_1m']['start']} at the start, {p['load_average_1m']['end']} at the end: the machine was "
+        "shared, so speeds are rough). Models trained with torch on the built-in corpus; `best` checkpoints.",
+        "",
+        "## Size on disk (`model.safetensors`)",
+        "",
+        "| run | parameters | float32 MB | int8 MB | int8 / float32 | int8, float32 embeddings MB | ratio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for m in r["runs"]:
+        b, q = m["disk_bytes"], m["size_ratio"]
+        lines.append(
+            f"| `{m['run']}` | {m['params'] / 1e6:.2f}M | {b['float32'] / 1e6:.2f} | {b['int8'] / 1e6:.2f} | "
+            f"{q['int8']:.1%} | {b['int8, float32 embeddings'] / 1e6:.2f} | {q['int8, float32 embeddings']:.1%} |"
+        )
+    lines += ["", "## Validation perplexity (torch backend)", ""]
+    lines += ["| run | weights | val loss | perplexity | change vs float32 |", "| --- | --- | ---: | ---: | ---: |"]
+    for m in r["runs"]:
+        for name, v in m["variants"].items():
+            change = f"{v['perplexity_change_pct']:+.3f}%"
+            lines.append(f"| `{m['run']}` (step {m['step']}, {m['val_tokens']:,} tokens) | {name} | "
+                         f"{v['val_loss']:.4f} | {v['perplexity']:.2f} | {change} |")  # fmt: skip
+    lines += [
+        "",
+        f"## Decode speed (greedy, batch {ds['batch']}, KV cache, prompt {ds['prompt_tokens']} tokens, "
+        f"{ds['new_tokens']} new tokens, median of {ds['repeats']} after a warm-up)",
+        "",
+        "| run | backend | device | weights | tokens/s | ms/token | warm-up s |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for m in r["runs"]:
+        for d in m["decode"]:
+            lines.append(f"| `{m['run']}` | {d['backend']} | {d['device']} | {d['weights']} | "
+                         f"{d['tokens_per_s']:.1f} | {d['ms_per_token']:.2f} | {d['warmup_s']:.1f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
