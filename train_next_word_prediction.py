@@ -27,9 +27,9 @@ ANALYSIS_COMMANDS = ("evaluate", "analyze", "lambada", "bidirectional", "attenti
 COMMANDS = ("train", "generate", "chat", "predict-masked", *ANALYSIS_COMMANDS)
 CONVERT_COMMANDS = ("export-hf", "import-hf", "quantize")  # checkpoint conversions in numpy, no backend
 DEFAULT_PRESET = "default"  # the README's first command: a few minutes on a 2-core CPU
-RUN_PRESETS = {**PRESETS, "default": dict(n_layer=2, n_head=4, n_embd=128, block_size=64)}
+RUN_PRESETS = {**PRESETS, "default": dict(n_layer=2, n_head=4, n_embd=64, block_size=64)}
 # Training settings of the default run; any flag overrides them.
-DEFAULT_TRAIN = dict(steps=600, batch_size=16, lr=2e-3, min_lr=2e-4, warmup_steps=50, eval_every=100, eval_batches=8)
+DEFAULT_TRAIN = dict(steps=300, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=30, eval_every=100, eval_batches=8)
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
@@ -237,123 +237,33 @@ def make_backend(args: argparse.Namespace):
 
 def run_train(args: argparse.Namespace) -> int:
     from core.checkpoint import load_checkpoint
-    from core.data import check_length, prepare_dataset
-    from core.explain import explain
-    from core.metrics import unigram_loss
-    from core.plots import plot_training_curve
-    from core.spec import count_params
-    from core.tokenizer import tokenizer_from_json
-    from core.train import train
+    from core.run import DataSettings, check_writable, run_training
 
     resume = load_checkpoint(args.resume, "last", optimizer=True) if args.resume else None
     if resume is not None:  # the run's own settings, with only --steps and friends overridable
-        settings = resume.meta["run_settings"]
-        for key in ("data", "tokenizer", "max_data_mb"):
-            setattr(args, key, settings[key])
-        args.reverse = resume.meta.get("direction") == "backward"
+        saved = resume.meta["run_settings"]
+        settings = DataSettings(saved["data"], saved["tokenizer"], resume.config.vocab_size, saved["max_data_mb"],
+                                reverse=resume.meta.get("direction") == "backward")
         model_given = given(args, GPTConfig)
-        config = resume.config
-        if model_given and config.replace(**model_given) != config:
-            raise ValueError(
-                f"--resume refuses a different model config: the checkpoint has {config}, flags ask {model_given}"
-            )
+        if model_given and resume.config.replace(**model_given) != resume.config:
+            raise ValueError(f"--resume refuses a different model config: {resume.config} vs flags {model_given}")
         train_config = TrainConfig(**{**resume.meta["train_config"], **given(args, TrainConfig)})
-        run_dir = Path(args.resume)
+        model_fields, run_dir = None, Path(args.resume)
     else:
         preset = args.preset or DEFAULT_PRESET
         if preset not in RUN_PRESETS:
             raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(RUN_PRESETS)}")
         train_defaults = DEFAULT_TRAIN if preset == DEFAULT_PRESET else {}
         train_config = TrainConfig(**{**train_defaults, **given(args, TrainConfig)})
-        config = None
-        run_dir = Path(
-            args.out
-            or f"runs/{args.backend or os.environ.get('GPT_BACKEND', 'tinygrad')}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
+        settings = DataSettings(args.data, args.tokenizer, args.vocab_size or 8192, args.max_data_mb, args.reverse)
+        model_fields = {**RUN_PRESETS[preset], **given(args, GPTConfig)}
+        model_fields.pop("vocab_size", None)  # the tokenizer decides it (--vocab-size sizes the tokenizer)
+        backend_name = args.backend or os.environ.get("GPT_BACKEND", "tinygrad")
+        run_dir = Path(args.out or f"runs/{backend_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_writable(run_dir)
     backend = make_backend(args)
-
-    tokenizer = tokenizer_from_json(resume.tokenizer_json) if resume else None
-    max_bytes = int(args.max_data_mb * 1e6) if args.max_data_mb else None
-    data = prepare_dataset(
-        args.data,
-        tokenizer_kind=args.tokenizer,
-        vocab_size=args.vocab_size or 8192,
-        tokenizer=tokenizer,
-        max_bytes=max_bytes,
-    )
-    if config is None:
-        fields = {**RUN_PRESETS[args.preset or DEFAULT_PRESET], **given(args, GPTConfig)}
-        fields["vocab_size"] = data.tokenizer.vocab_size  # the tokenizer decides the vocabulary
-        if train_config.objective == "mlm":  # masked-token filling reads both directions
-            if fields.get("causal"):
-                raise ValueError("--objective mlm needs a bidirectional model: drop --causal")
-            fields["causal"] = False
-        config = GPTConfig(**fields)
-    elif data.tokenizer.vocab_size != config.vocab_size:
-        raise ValueError(
-            f"--resume refuses a different tokenizer: vocabulary {data.tokenizer.vocab_size} vs {config.vocab_size}"
-        )
-    if args.reverse:  # a backward model: the same pipeline on the token streams read from the end
-        from core.direction import reverse_tokens
-
-        data.train, data.val = reverse_tokens(data.train), reverse_tokens(data.val)
-    check_length(data.train, config.block_size, "training")
-    check_length(data.val, config.block_size, "validation")
-
-    if backend.rank != 0:  # data-parallel helpers train silently; rank 0 reports and writes
-        train(backend, config, train_config, data, run_dir, resume=resume, progress=False)
-        return 0
-    baseline = unigram_loss(data.train, data.val, config.vocab_size)
-    print(f"corpus: {data.description}")
-    print(
-        f"tokens: {len(data.train):,} train, {len(data.val):,} validation ({data.tokenizer.kind} tokenizer, "
-        f"vocabulary {config.vocab_size:,})"
-    )
-    print(
-        f"model: {count_params(config):,} parameters ({config.n_layer} layers, {config.n_head} heads, "
-        f"{config.n_embd} dims, context {config.block_size})"
-    )
-    print(f"run folder: {run_dir}" + (f" (resuming at step {resume.step})" if resume else ""))
-    world, tc = backend.world_size, train_config
-    print(
-        f"global batch: {tc.batch_size} sequences x {tc.grad_accum} accumulation x {world} process(es) = "
-        f"{tc.batch_size * tc.grad_accum * world * config.block_size:,} tokens per step; peak learning rate {tc.lr}"
-    )
-    if args.explain:
-        print(explain(config, train_config, data.tokenizer.kind, len(data.train)))
-
-    settings = {"data": args.data, "tokenizer": args.tokenizer, "max_data_mb": args.max_data_mb}
-    resume_command = f"python {Path(sys.argv[0]).name} --backend {backend.name} --resume {run_dir}"
-    meta = {"run_settings": settings, "corpus": data.description, "resume_command": resume_command}
-    meta["direction"] = "backward" if args.reverse else "forward"
-    sample = make_sampler(data.tokenizer, args.sample_tokens, train_config.seed, args.reverse)
-    if train_config.objective == "mlm":
-        sample = None  # a bidirectional model fills masks (predict-masked); it does not continue text
-    result = train(
-        backend,
-        config,
-        train_config,
-        data,
-        run_dir,
-        resume=resume,
-        meta=meta,
-        sample=sample,
-        progress=not args.no_progress,
-    )
-
-    if (run_dir / "metrics.jsonl").exists():
-        plot_training_curve(run_dir / "metrics.jsonl", run_dir / "training_curve.png", baseline)
-    print(f"\n{result.stopped} after {result.steps_done} steps; run folder {run_dir}")
-    if result.last_val:
-        print(
-            f"validation loss {result.last_val['loss']:.4f} (best {result.best_val_loss:.4f}) "
-            f"vs unigram baseline {baseline:.4f}; perplexity {result.last_val['perplexity']:.1f}"
-        )
-    if result.stopped == "interrupted":
-        print(f"resume with: {resume_command}")
-    print(f"files: checkpoints/, metrics.jsonl, training_curve.png in {run_dir}")
-    return 0 if result.stopped != "non-finite loss" else 1
+    return run_training(backend, model_fields, train_config, settings, run_dir, resume, args.explain,
+                        not args.no_progress, args.sample_tokens)
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -395,20 +305,6 @@ def run_generate(args: argparse.Namespace) -> int:
         if args.stats:
             print(format_stats(stats))
     return 0
-
-
-def make_sampler(tokenizer, max_new_tokens: int, seed: int, reverse: bool = False):
-    """A short greedy continuation of a fixed prompt, shown at each evaluation."""
-    from core.generate import generate, generate_text
-
-    def sample(model, step: int) -> str:
-        if reverse:  # a backward model writes a document's end first: decode its tokens in text order
-            ids = [tokenizer.eot_id]
-            new = generate(model, [ids], max_new_tokens, 0.8, 40, seed=seed + step, stop_token=tokenizer.eot_id)[0]
-            return tokenizer.decode(new[::-1])
-        return generate_text(model, tokenizer, [""], max_new_tokens, temperature=0.8, top_k=40, seed=seed + step)[0]
-
-    return sample
 
 
 def run_convert(args: argparse.Namespace) -> int:
@@ -464,18 +360,6 @@ def run_analysis(args: argparse.Namespace) -> int:
 
     options = {k: v for k, v in vars(args).items() if k not in ("command", "backend", "device")}
     return getattr(commands, args.command)(make_backend(args), **options)
-
-
-def check_writable(run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(
-            f"cannot write to the run folder {run_dir} ({err.strerror}): pass --out with a writable folder"
-        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:

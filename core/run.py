@@ -1,0 +1,136 @@
+"""A training run from start to finish, as the command line starts it: data, model config, the
+report a user reads, the loop, the training curve and the closing summary.
+
+`train_next_word_prediction.py` turns flags into the plain values taken here; `core.train` runs
+the steps. Rank 0 of a data-parallel job speaks and writes; the other processes only train.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.backend import Backend
+from core.checkpoint import Checkpoint
+from core.config import GPTConfig, TrainConfig
+from core.data import check_length, prepare_dataset
+from core.explain import explain
+from core.metrics import unigram_loss
+from core.plots import plot_training_curve
+from core.spec import count_params
+from core.tokenizer import tokenizer_from_json
+from core.train import train
+
+
+@dataclass
+class DataSettings:
+    """Where the text comes from and how it becomes tokens; stored in checkpoints for --resume."""
+
+    data: str | None = None  # file, folder, "synthetic" or None (the standard library)
+    tokenizer: str = "bpe"
+    vocab_size: int = 8192
+    max_data_mb: float | None = None
+    reverse: bool = False  # a backward model: token streams read from the end
+
+
+def check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(
+            f"cannot write to the run folder {run_dir} ({err.strerror}): pass --out with a writable folder"
+        ) from None
+
+
+def make_sampler(tokenizer, max_new_tokens: int, seed: int, reverse: bool = False):
+    """A short sampled continuation of an empty document, shown at each evaluation."""
+    from core.generate import generate, generate_text
+
+    def sample(model, step: int) -> str:
+        if reverse:  # a backward model writes a document's end first: decode its tokens in text order
+            ids = [tokenizer.eot_id]
+            new = generate(model, [ids], max_new_tokens, 0.8, 40, seed=seed + step, stop_token=tokenizer.eot_id)[0]
+            return tokenizer.decode(new[::-1])
+        return generate_text(model, tokenizer, [""], max_new_tokens, temperature=0.8, top_k=40, seed=seed + step)[0]
+
+    return sample
+
+
+def run_training(
+    backend: Backend,
+    model_fields: dict | None,
+    train_config: TrainConfig,
+    settings: DataSettings,
+    run_dir: Path,
+    resume: Checkpoint | None = None,
+    show_explanation: bool = False,
+    progress: bool = True,
+    sample_tokens: int = 48,
+) -> int:
+    """Prepare the data, finish the model config (`model_fields`; the tokenizer sets the vocabulary),
+    train, and report. With `resume`, its config and tokenizer are used instead."""
+    from core.direction import reverse_tokens
+
+    tokenizer = tokenizer_from_json(resume.tokenizer_json) if resume else None
+    max_bytes = int(settings.max_data_mb * 1e6) if settings.max_data_mb else None
+    data = prepare_dataset(settings.data, tokenizer_kind=settings.tokenizer, vocab_size=settings.vocab_size,
+                           tokenizer=tokenizer, max_bytes=max_bytes)
+    if resume is None:
+        fields = {**model_fields, "vocab_size": data.tokenizer.vocab_size}  # the tokenizer decides the vocabulary
+        if train_config.objective == "mlm":  # masked-token filling reads both directions
+            if fields.get("causal"):
+                raise ValueError("--objective mlm needs a bidirectional model: drop --causal")
+            fields["causal"] = False
+        config = GPTConfig(**fields)
+    else:
+        config = resume.config
+        if data.tokenizer.vocab_size != config.vocab_size:
+            raise ValueError(
+                f"--resume refuses a different tokenizer: vocabulary {data.tokenizer.vocab_size} vs {config.vocab_size}"
+            )
+    if settings.reverse:  # a backward model: the same pipeline on the token streams read from the end
+        data.train, data.val = reverse_tokens(data.train), reverse_tokens(data.val)
+    check_length(data.train, config.block_size, "training")
+    check_length(data.val, config.block_size, "validation")
+    if backend.rank != 0:  # data-parallel helpers train silently; rank 0 reports and writes
+        train(backend, config, train_config, data, run_dir, resume=resume, progress=False)
+        return 0
+
+    tc, world = train_config, backend.world_size
+    baseline = unigram_loss(data.train, data.val, config.vocab_size)
+    print(f"corpus: {data.description}")
+    print(f"tokens: {len(data.train):,} train, {len(data.val):,} validation ({data.tokenizer.kind} tokenizer, "
+          f"vocabulary {config.vocab_size:,})")
+    print(f"model: {count_params(config):,} parameters ({config.n_layer} layers, {config.n_head} heads, "
+          f"{config.n_embd} dims, context {config.block_size})")
+    print(f"run folder: {run_dir}" + (f" (resuming at step {resume.step})" if resume else ""))
+    print(f"global batch: {tc.batch_size} sequences x {tc.grad_accum} accumulation x {world} process(es) = "
+          f"{tc.batch_size * tc.grad_accum * world * config.block_size:,} tokens per step; peak learning rate {tc.lr}")
+    if show_explanation:
+        print(explain(config, tc, data.tokenizer.kind, len(data.train)))
+
+    resume_command = f"python {Path(sys.argv[0]).name} --backend {backend.name} --resume {run_dir}"
+    meta = {
+        "run_settings": {"data": settings.data, "tokenizer": settings.tokenizer, "max_data_mb": settings.max_data_mb},
+        "corpus": data.description,
+        "resume_command": resume_command,
+        "direction": "backward" if settings.reverse else "forward",
+    }
+    # A bidirectional model fills masks (predict-masked); it does not continue text.
+    sample = None if tc.objective == "mlm" else make_sampler(data.tokenizer, sample_tokens, tc.seed, settings.reverse)
+    result = train(backend, config, tc, data, run_dir, resume=resume, meta=meta, sample=sample, progress=progress)
+
+    if (run_dir / "metrics.jsonl").exists():
+        plot_training_curve(run_dir / "metrics.jsonl", run_dir / "training_curve.png", baseline)
+    print(f"\n{result.stopped} after {result.steps_done} steps; run folder {run_dir}")
+    if result.last_val:
+        print(f"validation loss {result.last_val['loss']:.4f} (best {result.best_val_loss:.4f}) "
+              f"vs unigram baseline {baseline:.4f}; perplexity {result.last_val['perplexity']:.1f}")
+    if result.stopped == "interrupted":
+        print(f"resume with: {resume_command}")
+    print(f"files: checkpoints/, metrics.jsonl, training_curve.png in {run_dir}")
+    return 0 if result.stopped != "non-finite loss" else 1
