@@ -13,12 +13,12 @@ from __future__ import annotations
 from importlib.metadata import version
 
 import numpy as np
-from tinygrad import Context, Tensor, TinyJit, Variable
+from tinygrad import Context, Tensor, TinyJit, Variable, dtypes
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_state_dict
 
 from backends.tinygrad.device import select_device
-from backends.tinygrad.model import GPT, KVCache
+from backends.tinygrad.model import GPT, KVCache, stored
 from core.backend import IGNORE_INDEX
 from core.config import GPTConfig, TrainConfig
 from core.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
@@ -31,7 +31,7 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     Written out because tinygrad's sparse_categorical_crossentropy, at its default ignore_index=-1,
     counts ignored positions in the mean's denominator."""
     keep = targets != IGNORE_INDEX
-    log_probs = logits.float().log_softmax(-1)
+    log_probs = stored(logits.float(), gradient=True).log_softmax(-1)  # the softmax is computed once per pass
     picked = log_probs.gather(-1, keep.where(targets, 0).unsqueeze(-1)).squeeze(-1)  # (N,)
     return -(picked * keep).sum() / keep.sum().maximum(1)
 
@@ -43,6 +43,28 @@ def float32_power(beta: float, step: int) -> np.float32:
     for _ in range(step):
         value = np.float32(value * beta32)
     return value
+
+
+def write(t: Tensor, values: np.ndarray) -> None:
+    """Overwrite realized `t` with host values of its shape and dtype. On the CPU device the bytes are
+    written in place: a new Tensor from numpy costs milliseconds of scheduling, more than a decode step."""
+    buffer = t.uop.buffer if _on_cpu(t) else None
+    if buffer is not None and buffer.nbytes == values.nbytes:
+        np.frombuffer(buffer.as_memoryview(force_zero_copy=True), dtype=values.dtype)[:] = values.reshape(-1)
+    else:
+        t.assign(Tensor(values, device=t.device)).realize()
+
+
+def read(t: Tensor) -> np.ndarray:
+    """A float32 numpy copy of realized `t`, read straight from its memory on the CPU device."""
+    buffer = t.uop.buffer if _on_cpu(t) and t.dtype == dtypes.float32 else None
+    if buffer is None or buffer.nbytes != 4 * t.numel():
+        return t.float().numpy()
+    return np.frombuffer(buffer.as_memoryview(force_zero_copy=True), dtype=np.float32).reshape(t.shape).copy()
+
+
+def _on_cpu(t: Tensor) -> bool:
+    return isinstance(t.device, str) and t.device.split(":")[0] == "CPU"
 
 
 def submodule(net: GPT, name: str):
@@ -191,15 +213,17 @@ class TinygradModel:
         check_causal(self.config)
         tokens = np.asarray(tokens)
         if self.cache is None or self.cache.k[0].shape[0] != tokens.shape[0]:
-            # Keep one cache per batch size: the jitted decode step captured these very buffers.
+            # Keep one cache per batch size: the jitted decode step captured these very buffers, and
+            # reads each step's tokens from `_fed`, which `decode` overwrites in place.
             self.cache = KVCache(self.config, tokens.shape[0], self.device)
+            self._fed = Tensor.zeros(tokens.shape[0], 1, dtype=dtypes.int32, device=self.device).contiguous().realize()
             self._decode_jit = TinyJit(self._decode_step)
         logits = self.net(self._tokens(tokens), self.cache, 0)[:, -1].realize()
         self.cache.pos = tokens.shape[1]
         return logits.float().numpy()
 
-    def _decode_step(self, tokens: Tensor, start: Variable) -> Tensor:
-        return self.net(tokens, self.cache, start)[:, -1].realize()
+    def _decode_step(self, start: Variable) -> Tensor:
+        return self.net(self._fed, self.cache, start)[:, -1].contiguous().realize()
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         if self.cache is None:
@@ -207,9 +231,10 @@ class TinygradModel:
         if self.cache.pos >= self.config.block_size:
             raise ValueError(f"the cache is full at block_size={self.config.block_size}: prefill a shorter context")
         start = Variable("start", 0, self.config.block_size - 1).bind(self.cache.pos)
-        logits = self._decode_jit(self._tokens(np.asarray(tokens)[:, None]), start)
+        write(self._fed, np.asarray(tokens, dtype=np.int32).reshape(-1, 1))
+        logits = self._decode_jit(start)
         self.cache.pos += 1
-        return logits.float().numpy()
+        return read(logits)
 
     def attention_maps(self, tokens: np.ndarray) -> list[np.ndarray]:
         return [m.float().numpy() for m in self.net.attention_maps(self._tokens(tokens))]

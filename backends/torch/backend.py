@@ -41,8 +41,10 @@ class TorchModel:
             {"params": [p for n, p in self.named.items() if decays(n, p.shape)], "weight_decay": train.weight_decay},
             {"params": [p for n, p in self.named.items() if not decays(n, p.shape)], "weight_decay": 0.0},
         ]
+        # fused=True: one kernel updates every parameter (on a CPU 4x faster than foreach, itself ahead of
+        # the per-parameter loop that is the default there).
         self.optimizer = torch.optim.AdamW(
-            groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps, foreach=True
+            groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps, fused=True
         )
         self.cache: KVCache | None = None
         # Lower precision runs the forward pass under autocast; weights and AdamW stay float32.
@@ -150,7 +152,7 @@ class TorchModel:
         step = int(np.asarray(state["step"]).reshape(-1)[0])
         for name, p in self.named.items():
             self.optimizer.state[p] = {
-                "step": torch.tensor(float(step)),
+                "step": torch.tensor(float(step), device=self.device),  # fused AdamW keeps it on the device
                 **{
                     key: torch.from_numpy(np.array(state[f"{key}.{name}"])).to(self.device)
                     for key in ("exp_avg", "exp_avg_sq")

@@ -22,6 +22,13 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     return F.linear(x, weight.T, bias)
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, dropout: float = 0.0) -> torch.Tensor:
+    """softmax(q @ k.T / sqrt(head_size)) @ v for queries (B, nh, T, hs) over keys and values (B, nh, S, hs).
+
+    torch's fused kernel (flash attention on CPU and GPU); tinygrad's `attention` spells it out."""
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
+
+
 class Linear(nn.Module):
     def __init__(self, n_in: int, n_out: int, bias: bool):
         super().__init__()
@@ -109,7 +116,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (a.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for a in (q, k, v))
         if cache is None:  # a full forward pass: each query sees the keys up to itself (all if not causal)
             dropout = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=self.causal)
+            y = attention(q, k, v, self.causal, dropout)
         else:  # write this step's keys and values at their positions, attend over everything so far
             end = start + T
             cache.k[layer][:, :, start:end] = k
@@ -117,7 +124,7 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.k[layer][:, :, :end], cache.v[layer][:, :, :end]
             # A single new query may see every cached key; a prompt of T > 1 starting at 0 needs the
             # causal mask (is_causal aligns top-left, which is right only from position 0).
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
+            y = attention(q, k, v, causal=T > 1)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, n_head, T, head_size) -> (B, T, C)
         return F.dropout(self.c_proj(y), self.dropout, self.training)
 
