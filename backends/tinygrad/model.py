@@ -95,7 +95,10 @@ class Embedding:
     def __call__(self, idx: Tensor) -> Tensor:
         if self.weight is None:
             return self.weight_int8[idx].cast(dtypes.float32) * self.weight_scale[idx].unsqueeze(-1)
-        if FAST and TRAINING and _device_type(self.weight.device) in ("CPU", "AMD"):
+        # (Single device only: with weights replicated over several devices the scatter-add gave wrong
+        # gradients here, caught by tests/test_multidevice.py.)
+        single = isinstance(self.weight.device, str)
+        if FAST and TRAINING and single and _device_type(self.weight.device) in ("CPU", "AMD"):
             # Plain indexing backpropagates through a one-hot sum over the whole vocabulary (tokens x n x
             # n_embd); nn.Embedding with USE_ATOMICS scatter-adds the gradient rows instead (CPU, AMD only).
             with Context(USE_ATOMICS=1):
