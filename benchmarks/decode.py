@@ -1,175 +1,153 @@
-"""Greedy generation speed with and without the KV cache, on one backend.
+"""Greedy generation: new tokens per second with and without the KV cache, first-token latency, and
+the cost of one decode step at every position.
 
-    python benchmarks/decode.py --backend tinygrad --batch 1 8 --repeats 3
+Each timed call is one `core.generate.generate` run (what `generate` and `chat` do): a prompt of
+`prompt_len` tokens per row, `new_tokens` new tokens, temperature 0. It includes prefill, every
+decode step, moving logits to numpy and choosing tokens there. New tokens per second counts all
+rows (batch * new_tokens / seconds). Time to first token is the prefill plus the first choice.
+With the cache, each step feeds one token; without it, each step runs the whole sequence so far,
+as nanoGPT's `generate` does. The Hugging Face peer runs `generate` with its own cache.
 
-Builds a model of a preset (random weights from `core.spec.init_params`), runs one warm-up
-generation per setting (tinygrad compiles its kernels and captures the decode JIT there; its time is
-reported separately), then times `--repeats` generations and reports the median: new tokens per
-second (all rows together), milliseconds per step, and the time to the first new token (the
-prefill). `core.generate.generate` returns numpy logits every step, so each step is synchronized.
+Per-position cost: after a prefill, each `decode` call is timed on its own, for positions
+prompt_len .. prompt_len + new_tokens - 1; the table gives the mean in four equal spans. With a
+cache it must stay flat (attention over more cached keys is a small part of a step at this size).
 
-With the cache, each step feeds one token; without it, each step runs the full forward pass over the
-whole sequence so far, as nanoGPT's `generate` does. With the defaults (32 + 224 = 256 tokens =
-block_size of `tiny`) the window never has to be cropped. Results go to
-benchmarks/results/decode-<backend>.json and .md.
+tinygrad without the cache compiles every sequence length anew (minutes for 224 lengths), so
+`--quick` leaves that one out.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from backends import BACKENDS, get_backend, resolve_name  # noqa: E402
-from core.config import PRESETS, preset  # noqa: E402
-from core.generate import generate  # noqa: E402
-from core.spec import count_params, init_params  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.common import MemoryMeter, interleave
+from core.config import GPTConfig
+from core.generate import generate
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=sorted(BACKENDS), default=None, help="default: GPT_BACKEND or tinygrad")
-    parser.add_argument("--device", default=None, help="device in the backend's own terms (default: its best)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    parser.add_argument("--vocab", type=int, default=8192, help="vocabulary size (ignored by the gpt2 preset)")
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes to time")
-    parser.add_argument("--prompt-len", type=int, default=32)
-    parser.add_argument("--new-tokens", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=3, help="timed generations per setting (median reported)")
-    parser.add_argument("--modes", nargs="+", choices=["cache", "no-cache"], default=["cache", "no-cache"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads: sets OMP_NUM_THREADS (torch) and NUM_CPU_THREADS (tinygrad)")
-    args = parser.parse_args(argv)
-    for name in ("vocab", "prompt_len", "new_tokens", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')}={getattr(args, name)} is invalid: use a positive integer")
-    if min(args.batch) < 1:
-        parser.error(f"--batch {args.batch} is invalid: use positive integers")
-    return args
+def lengths(config: GPTConfig, prompt_len: int, new_tokens: int) -> tuple[int, int]:
+    """The prompt and new-token counts, shrunk to fit the context window (the defaults fill it exactly)."""
+    if prompt_len + new_tokens <= config.block_size:
+        return prompt_len, new_tokens
+    prompt = max(1, min(prompt_len, config.block_size // 8))
+    return prompt, config.block_size - prompt
 
 
-def time_generation(model, prompts: np.ndarray, new_tokens: int, use_cache: bool) -> tuple[float, float]:
-    """Seconds for one greedy generation, and seconds until its first new token."""
-    first: list[float] = []
-    start = time.perf_counter()
-    out = generate(
-        model, prompts, new_tokens, use_cache=use_cache,
-        on_token=lambda row, token: first.append(time.perf_counter()) if not first else None,
-    )
-    total = time.perf_counter() - start
-    assert all(len(row) == new_tokens for row in out)
-    return total, first[0] - start
+def _ours(model, prompts: np.ndarray, new_tokens: int, use_cache: bool, outputs: dict, key: str):
+    def run() -> dict:
+        first: list[float] = []
+        start = time.perf_counter()
+        out = generate(
+            model,
+            prompts,
+            new_tokens,
+            use_cache=use_cache,
+            on_token=lambda row, token: first.append(time.perf_counter()) if not first else None,
+        )
+        outputs[key] = out
+        return {"first_token_s": first[0] - start}
+
+    return run
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.threads is not None:  # read when the framework loads, which happens in get_backend below
-        os.environ["OMP_NUM_THREADS"] = os.environ["NUM_CPU_THREADS"] = str(args.threads)
-    name = resolve_name(args.backend)
-    backend = get_backend(name, args.device)
-    config = preset(args.preset, **({} if args.preset == "gpt2" else {"vocab_size": args.vocab}))
-    model = backend.build(config, init_params(config, seed=args.seed))
-    print(f"using {name} on {backend.device}: preset {args.preset}, {count_params(config) / 1e6:.1f}M parameters")
-    if args.prompt_len + args.new_tokens > config.block_size:
-        print(f"note: {args.prompt_len}+{args.new_tokens} tokens exceed block_size={config.block_size}: "
-              "past it every cached step re-prefills the cropped window")
-    rng = np.random.default_rng(args.seed)
-    load_start = round(os.getloadavg()[0], 2)  # other work on the machine skews timings: recorded
+def _peer(peer, prompts: np.ndarray, new_tokens: int, outputs: dict, key: str):
+    def run() -> dict:
+        out, first = peer.generate(prompts, new_tokens)
+        outputs[key] = out
+        return {"first_token_s": first}
 
-    rows = []
-    for batch in args.batch:
-        prompts = rng.integers(0, config.vocab_size, (batch, args.prompt_len))
-        warmups = {mode: time_generation(model, prompts, args.new_tokens, mode == "cache")[0] for mode in args.modes}
-        # Repeats alternate between the modes, so a change in machine load affects both alike.
-        timed: dict[str, list[tuple[float, float]]] = {mode: [] for mode in args.modes}
-        for _ in range(args.repeats):
-            for mode in args.modes:
-                timed[mode].append(time_generation(model, prompts, args.new_tokens, mode == "cache"))
-        for mode in args.modes:
-            median = statistics.median(t for t, _ in timed[mode])
-            row = {
-                "batch": batch,
-                "use_cache": mode == "cache",
-                "warmup_s": round(warmups[mode], 3),
-                "times_s": [round(t, 4) for t, _ in timed[mode]],
-                "median_s": round(median, 4),
-                "tokens_per_s": round(batch * args.new_tokens / median, 2),
-                "ms_per_step": round(1000 * median / args.new_tokens, 3),
-                "first_token_ms": round(1000 * statistics.median(f for _, f in timed[mode]), 2),
-            }
-            rows.append(row)
-            print(f"batch {batch:>2} {mode:>8}: {row['tokens_per_s']:9.1f} tokens/s, "
-                  f"{row['ms_per_step']:8.2f} ms/step, first token {row['first_token_ms']:.1f} ms, "
-                  f"warm-up {row['warmup_s']:.1f} s")
-
-    speedups = {}
-    for batch in args.batch:
-        by_mode = {r["use_cache"]: r for r in rows if r["batch"] == batch}
-        if len(by_mode) == 2:
-            speedups[str(batch)] = round(by_mode[True]["tokens_per_s"] / by_mode[False]["tokens_per_s"], 2)
-            print(f"batch {batch:>2}: the cache is {speedups[str(batch)]:.1f}x faster")
-
-    result = {
-        "benchmark": "decode",
-        "backend": name,
-        "device": backend.device,
-        "preset": args.preset,
-        "config": config.to_dict(),
-        "params": count_params(config),
-        "prompt_len": args.prompt_len,
-        "new_tokens": args.new_tokens,
-        "repeats": args.repeats,
-        "threads": args.threads,
-        "versions": backend.versions(),
-        "platform": {"python": platform.python_version(), "machine": platform.machine(),
-                     "system": platform.platform(), "cpus": os.cpu_count(),
-                     "load_average_1m": {"start": load_start, "end": round(os.getloadavg()[0], 2)}},
-        "results": rows,
-        "cache_speedup": speedups,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"decode-{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"decode-{name}.md").write_text(markdown(result))
-    print(f"wrote {RESULTS / f'decode-{name}.json'} and .md")
-    return 0
+    return run
 
 
-def markdown(result: dict) -> str:
-    versions = ", ".join(f"{k} {v}" for k, v in result["versions"].items())
-    threads = "" if result.get("threads") is None else f", {result['threads']} CPU thread(s)"
-    lines = [
-        f"# Greedy decoding: {result['backend']} on {result['device']}",
-        "",
-        f"Preset `{result['preset']}` ({result['params'] / 1e6:.1f}M parameters, vocab "
-        f"{result['config']['vocab_size']}), prompt {result['prompt_len']} tokens, {result['new_tokens']} new "
-        f"tokens, median of {result['repeats']} after one warm-up{threads}. {versions}; Python "
-        f"{result['platform']['python']} on {result['platform']['system']}, {result['platform']['cpus']} CPUs "
-        f"(load average {result['platform']['load_average_1m']['start']} at the start, "
-        f"{result['platform']['load_average_1m']['end']} at the end).",
-        "",
-        "| batch | KV cache | new tokens/s | ms/step | first token ms | warm-up s |",
-        "| ---: | :---: | ---: | ---: | ---: | ---: |",
+def position_costs(model, prompts: np.ndarray, new_tokens: int) -> list[float]:
+    """Seconds of each `decode` call after a prefill, position by position (the token fed is arbitrary)."""
+    model.prefill(prompts)
+    feed, costs = prompts[:, -1], []
+    for _ in range(new_tokens - 1):
+        start = time.perf_counter()
+        model.decode(feed)
+        costs.append(time.perf_counter() - start)
+    return costs
+
+
+def spans(costs: list[float], first_position: int, parts: int = 4) -> list[dict]:
+    """Mean milliseconds per step over `parts` equal spans of positions."""
+    chunks = np.array_split(np.arange(len(costs)), parts)
+    return [
+        {
+            "positions": f"{first_position + c[0]}-{first_position + c[-1]}",
+            "ms": round(1000 * statistics.mean(costs[i] for i in c), 3),
+        }
+        for c in chunks
+        if len(c)
     ]
-    for r in result["results"]:
-        lines.append(f"| {r['batch']} | {'yes' if r['use_cache'] else 'no'} | {r['tokens_per_s']:.1f} | "
-                     f"{r['ms_per_step']:.2f} | {r['first_token_ms']:.1f} | {r['warmup_s']:.1f} |")
-    if result["cache_speedup"]:
-        speedups = ", ".join(f"batch {b}: {s:.1f}x" for b, s in result["cache_speedup"].items())
-        lines += ["", f"Cache speed-up: {speedups}"]
-    return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def run(
+    models: dict,
+    peer,
+    config: GPTConfig,
+    batches: list[int],
+    prompt_len: int,
+    new_tokens: int,
+    repeats: int,
+    quick: bool,
+    devices: dict[str, str],
+    log,
+) -> dict:
+    """`models` maps a backend name to a built Model; `peer` is an HFPeer or None."""
+    prompt_len, new_tokens = lengths(config, prompt_len, new_tokens)
+    rng = np.random.default_rng(0)
+    rows, positions, agreement = [], [], []
+    for batch in batches:
+        prompts = rng.integers(0, config.vocab_size, (batch, prompt_len))
+        outputs: dict[str, list] = {}
+        variants = {}
+        for name, model in models.items():
+            variants[f"{name} cache"] = _ours(model, prompts, new_tokens, True, outputs, name)
+            if not (quick and name == "tinygrad"):
+                variants[f"{name} no cache"] = _ours(model, prompts, new_tokens, False, outputs, name + " no cache")
+        if peer is not None:
+            variants["hf cache"] = _peer(peer, prompts, new_tokens, outputs, "hf")
+        log(f"decode batch {batch}: prompt {prompt_len} + {new_tokens} new tokens")
+        meters = {name: MemoryMeter(name.split()[0], devices.get(name.split()[0], "cpu")) for name in variants}
+        timings = interleave(variants, repeats, warmup=1, log=log, meters=meters)
+        for name, timing in timings.items():
+            backend, mode = name.split(" ", 1)
+            rows.append(
+                {
+                    "backend": backend,
+                    "batch": batch,
+                    "cache": mode == "cache",
+                    **timing.as_dict(),
+                    "tokens_per_s": round(batch * new_tokens / timing.median_s, 2),
+                    "ms_per_token": round(1000 * timing.median_s / new_tokens, 3),
+                    "first_token_ms": round(1000 * timing.extra("first_token_s"), 2),
+                }
+            )
+        for name, model in models.items():
+            sweeps = [position_costs(model, prompts, new_tokens) for _ in range(1 if quick else 3)]
+            costs = [statistics.median(step) for step in zip(*sweeps)]
+            per_span = spans(costs, prompt_len)
+            positions.append(
+                {
+                    "backend": name,
+                    "batch": batch,
+                    "spans": per_span,
+                    "last_over_first": round(per_span[-1]["ms"] / per_span[0]["ms"], 2),
+                }
+            )
+        if "hf" in outputs:  # same weights, greedy: the tokens should agree up to float round-off
+            for name in models:
+                same = [a == b for a, b in zip(outputs[name], outputs["hf"])]
+                agreement.append({"backend": name, "batch": batch, "rows_equal_to_hf": f"{sum(same)}/{len(same)}"})
+    return {
+        "prompt_len": prompt_len,
+        "new_tokens": new_tokens,
+        "results": rows,
+        "positions": positions,
+        "agreement": agreement,
+    }

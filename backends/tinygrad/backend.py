@@ -212,15 +212,29 @@ class TinygradModel:
     def prefill(self, tokens: np.ndarray) -> np.ndarray:
         check_causal(self.config)
         tokens = np.asarray(tokens)
-        if self.cache is None or self.cache.k[0].shape[0] != tokens.shape[0]:
+        B, T = tokens.shape
+        if self.cache is None or self.cache.k[0].shape[0] != B:
             # Keep one cache per batch size: the jitted decode step captured these very buffers, and
             # reads each step's tokens from `_fed`, which `decode` overwrites in place.
-            self.cache = KVCache(self.config, tokens.shape[0], self.device)
-            self._fed = Tensor.zeros(tokens.shape[0], 1, dtype=dtypes.int32, device=self.device).contiguous().realize()
+            self.cache = KVCache(self.config, B, self.device)
+            self._fed = Tensor.zeros(B, 1, dtype=dtypes.int32, device=self.device).contiguous().realize()
             self._decode_jit = TinyJit(self._decode_step)
-        logits = self.net(self._tokens(tokens), self.cache, 0)[:, -1].realize()
-        self.cache.pos = tokens.shape[1]
-        return logits.float().numpy()
+            self._prefills: dict[int, tuple[Tensor, TinyJit]] = {}  # prompt length -> its input and jitted step
+        # A jitted prefill per prompt length (the last 8): generating past block_size prefills a full window
+        # every step, and scheduling one unjitted costs far more than running it.
+        if T not in self._prefills:
+            if len(self._prefills) >= 8:
+                self._prefills.pop(next(iter(self._prefills)))
+            fed = Tensor.zeros(B, T, dtype=dtypes.int32, device=self.device).contiguous().realize()
+            self._prefills[T] = (fed, TinyJit(self._prefill_step))
+        fed, step = self._prefills[T]
+        write(fed, tokens.astype(np.int32))
+        logits = step(fed)
+        self.cache.pos = T
+        return read(logits)
+
+    def _prefill_step(self, tokens: Tensor) -> Tensor:
+        return self.net(tokens, self.cache, 0)[:, -1].contiguous().realize()
 
     def _decode_step(self, start: Variable) -> Tensor:
         return self.net(self._fed, self.cache, start)[:, -1].contiguous().realize()

@@ -1,0 +1,1 @@
+"""Speed measurements of both backends and a Hugging Face peer: `python -m benchmarks --help`."""

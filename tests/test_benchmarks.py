@@ -1,0 +1,68 @@
+"""The benchmark suite runs on a tiny configuration and writes its JSON, markdown and chart.
+
+No speed is measured or checked here: the figures live in benchmarks/results/ and come from
+`python -m benchmarks`. These tests only keep the suite's code working (seconds, not minutes).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from benchmarks import report
+from benchmarks.run import main
+
+TINY = [
+    "--quick", "--config", "demo", "--vocab-size", "64", "--batch-size", "2", "--repeats", "1",
+    "--decode-batches", "1", "2", "--prompt-len", "2", "--new-tokens", "5", "--matmul-size", "64",
+]  # fmt: skip
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_suite_runs_every_section_and_writes_three_files(tmp_path):
+    assert main([*TINY, "--backend", "torch", "--out", str(tmp_path), "--name", "tiny"]) == 0
+    result = json.loads((tmp_path / "tiny.json").read_text())
+    assert {"config", "machine", "versions", "run", "matmul_gflops", "attention", "decode", "training"} <= set(result)
+    assert result["config"]["n_layer"] == 2 and result["run"]["mode"] == "quick"
+    assert {r["path"] for r in result["attention"]} == {"fused", "naive"}
+    decode = result["decode"]["results"]
+    assert {(r["batch"], r["cache"]) for r in decode if r["backend"] == "torch"} == {(1, True), (1, False), (2, True),
+                                                                                       (2, False)}
+    assert all(r["tokens_per_s"] > 0 and r["first_token_ms"] > 0 for r in decode)
+    assert [p["batch"] for p in result["decode"]["positions"]] == [1, 2]
+    training = {r["backend"]: r for r in result["training"]}
+    assert training["torch"]["ms_per_step"] > 0 and training["torch"]["mfu"] is not None
+    if importlib.util.find_spec("transformers") is not None:  # the peer is part of every figure
+        assert "hf" in training and {r["backend"] for r in decode} == {"torch", "hf"}
+        assert "training: torch / hf" in result["ratios"]
+        assert [a["rows_equal_to_hf"] for a in result["decode"]["agreement"]] == ["1/1", "2/2"]  # same weights
+    markdown = (tmp_path / "tiny.md").read_text()
+    assert markdown.startswith("# Benchmarks") and "## Training" in markdown and "## Targets" in markdown
+    assert (tmp_path / "tiny.png").read_bytes()[:8] == PNG
+
+
+def test_tinygrad_attention_paths_run(tmp_path):
+    pytest.importorskip("tinygrad")
+    args = [*TINY, "--backend", "tinygrad", "--only", "attention", "--attention-shape", "1", "2", "4", "4"]
+    assert main([*args, "--no-peer", "--out", str(tmp_path), "--name", "attention"]) == 0
+    rows = json.loads((tmp_path / "attention.json").read_text())["attention"]
+    assert {(r["path"], r["direction"]) for r in rows} == {
+        (path, direction) for path in ("fused", "naive", "ours") for direction in ("forward", "forward+backward")
+    }
+    assert all(r["calls_per_s"] > 0 for r in rows)
+    assert (tmp_path / "attention.png").read_bytes()[:8] == PNG
+
+
+def test_targets_read_ratios_of_the_same_run():
+    result = {
+        "config": {"n_head": 4, "block_size": 256, "n_embd": 256},
+        "training": [{"backend": "torch", "tokens_per_s": 300.0}, {"backend": "hf", "tokens_per_s": 200.0}],
+        "decode": {"results": [{"backend": "torch", "batch": 1, "cache": True, "tokens_per_s": 600.0},
+                               {"backend": "hf", "batch": 1, "cache": True, "tokens_per_s": 100.0}]},
+    }  # fmt: skip
+    checks = {c["target"]: c for c in report.targets(result)}
+    assert checks["torch training / Hugging Face"]["measured"] == 1.5 and checks["torch training / Hugging Face"]["met"]
+    assert checks["torch decode batch 1 / Hugging Face generate"]["measured"] == 6.0
