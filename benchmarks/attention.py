@@ -6,7 +6,8 @@ Per framework, three ways to compute softmax(q @ k.T / sqrt(D)) @ v with a causa
   `Tensor.scaled_dot_product_attention`;
 - naive: matmul, mask, softmax, matmul, written out as in nanoGPT's slow path;
 - ours (tinygrad only): `backends.tinygrad.model.attention`, the naive path with kernel boundaries
-  after the scores and after the exponentials and the normalisation moved after the second matmul.
+  after the scores and after the exponentials, the normalisation moved after the second matmul, and
+  from 128 positions the causal queries split in two halves (the first skips the second's keys).
   torch's model calls the fused kernel, so it has no third path.
 
 Forward alone (no gradients kept) and forward + backward (gradients of q, k, v for a fixed random

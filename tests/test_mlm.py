@@ -28,12 +28,16 @@ def test_masking_recipe(seed):
     assert np.array_equal(inputs[~chosen], tokens[~chosen])  # what is not chosen is untouched
     assert chosen.any(axis=-1).all()  # every window has something to predict
     n = chosen.sum()
-    assert abs(n / tokens.size - 0.15) < 0.01  # 8,192 positions: 0.15 +- 5 standard deviations
+
+    def near(count: int, total: int, p: float) -> bool:  # within 5 binomial standard deviations
+        return abs(count / total - p) < 5 * np.sqrt(p * (1 - p) / total)
+
+    assert near(n, tokens.size, 0.15)
     masked = (inputs == MASK_ID) & chosen
     kept = (inputs == tokens) & chosen  # includes random replacements that drew the same token
-    assert abs(masked.sum() / n - 0.8) < 0.04
-    assert abs((chosen & ~masked & ~kept).sum() / n - 0.1 * 21 / 22) < 0.04  # random, not the original
-    assert abs(kept.sum() / n - (0.1 + 0.1 / 22)) < 0.04
+    assert near(masked.sum(), n, 0.8)
+    assert near((chosen & ~masked & ~kept).sum(), n, 0.1 * 21 / 22)  # random, not the original
+    assert near(kept.sum(), n, 0.1 + 0.1 / 22)
 
 
 def test_mlm_batches_are_pure_functions_of_seed_and_index():

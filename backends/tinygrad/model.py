@@ -21,6 +21,7 @@ from tinygrad.helpers import TRAINING
 from core.config import GPTConfig
 
 FAST = os.environ.get("GPT_TINYGRAD_FAST", "1") != "0"
+SPLIT_FROM = 128  # sequence length from which causal `attention` splits its queries in two (measured at 256)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -42,17 +43,31 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, dropout: float = 0.
     """softmax(q @ k.T / sqrt(head_size)) @ v for queries (B, nh, T, hs) over keys and values (B, nh, S, hs).
 
     tinygrad's `scaled_dot_product_attention` fuses the softmax into the second matmul, which then
-    recomputes exp() for every one of the head_size outputs. Here the scores and their exponentials
-    are realized once each (`.contiguous()`: a kernel boundary), and the division by the row sums
-    comes after the second matmul, on (T, hs) numbers instead of (T, S): about 5x faster on a CPU.
+    recomputes exp() for every one of the head_size outputs. `_attend` realizes the scores and their
+    exponentials once each instead. A causal mask hides half of the scores; splitting the queries in
+    two lets the first half skip the second half's keys altogether, a quarter of the work. Together
+    about 6x faster than the built-in on a CPU (benchmarks/attention.py).
     """
     if not FAST:
         return q.scaled_dot_product_attention(k, v, dropout_p=dropout, is_causal=causal)
+    T = q.shape[2]
+    if causal and isinstance(T, int) and T == k.shape[2] and T >= SPLIT_FROM:
+        h = T // 2
+        first = _attend(q[:, :, :h], k[:, :, :h], v[:, :, :h], 0, dropout)  # (B, nh, h, hs)
+        second = _attend(q[:, :, h:], k, v, h, dropout)  # (B, nh, T - h, hs)
+        return first.cat(second, dim=2)
+    return _attend(q, k, v, 0 if causal else None, dropout)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, first_query: int | None, dropout: float) -> Tensor:
+    """Attention with kernel boundaries; with `first_query`, causal for queries at positions first_query...
+    over keys from position 0 (None: no mask)."""
     scores = (q @ k.transpose(-2, -1)).contiguous() / math.sqrt(q.shape[-1])  # (B, nh, T, S)
-    if causal:  # query i sees keys 0..i (aligned top-left, as is_causal)
-        scores = scores.const_like(True, dtypes.bool).triu(1).where(float("-inf"), scores)
+    if first_query is not None:  # query i sees keys 0..first_query + i
+        scores = scores.const_like(True, dtypes.bool).triu(1 + first_query).where(float("-inf"), scores)
     weights = (scores - scores.max(-1, keepdim=True).detach()).exp().contiguous()  # unnormalized softmax
-    return (weights.dropout(dropout) @ v) / weights.sum(-1, keepdim=True)  # (B, nh, T, hs)
+    # Normalizing after the second matmul divides (T, hs) numbers instead of (T, S).
+    return ((weights.dropout(dropout) @ v) / weights.sum(-1, keepdim=True)).contiguous()  # (B, nh, T, hs)
 
 
 class Linear:

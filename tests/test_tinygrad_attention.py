@@ -1,0 +1,52 @@
+"""tinygrad's fast attention (backends/tinygrad/model.py `attention`) against numpy (outputs) and
+tinygrad's built-in attention (gradients), with the causal query split. The split starts at
+SPLIT_FROM positions, longer than the models the other tests draw, so here it starts at 2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+tg_model = pytest.importorskip("backends.tinygrad.model")
+from tinygrad import Tensor  # noqa: E402
+
+from core.reference import softmax  # noqa: E402
+
+
+def numpy_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool) -> np.ndarray:
+    scores = q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1])
+    if causal:
+        scores = np.where(np.triu(np.ones(scores.shape[-2:], dtype=bool), 1), -np.inf, scores)
+    return softmax(scores) @ v
+
+
+# Few lengths, since every new shape compiles (about 10 s each here): odd and even splits, and one query.
+@settings(max_examples=5)
+@given(T=st.sampled_from([1, 6, 7]), causal=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_attention_matches_numpy_and_builtin_gradients(T, causal, seed):
+    saved = tg_model.FAST, tg_model.SPLIT_FROM
+    tg_model.SPLIT_FROM = 2
+    try:
+        check_attention(T, causal, seed)
+    finally:
+        tg_model.FAST, tg_model.SPLIT_FROM = saved
+
+
+def check_attention(T: int, causal: bool, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    q, k, v, g = (rng.standard_normal((2, 2, T, 4)).astype(np.float32) for _ in range(4))
+    grads = {}
+    for fast in (True, False):
+        tg_model.FAST = fast
+        tq, tk, tv = (Tensor(a) for a in (q, k, v))
+        out = tg_model.attention(tq, tk, tv, causal)
+        gradients = (out * Tensor(g)).sum().gradient(tq, tk, tv)
+        Tensor.realize(out, *gradients)  # together: a tensor realized alone no longer passes gradients back
+        if fast:
+            np.testing.assert_allclose(out.numpy(), numpy_attention(q, k, v, causal), atol=1e-5)
+        grads[fast] = [t.numpy() for t in gradients]
+    for fast, slow in zip(grads[True], grads[False]):
+        np.testing.assert_allclose(fast, slow, atol=1e-5)
+
