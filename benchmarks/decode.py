@@ -14,6 +14,11 @@ cache it must stay flat (attention over more cached keys is a small part of a st
 
 tinygrad without the cache compiles every sequence length anew (minutes for 224 lengths), so
 `--quick` leaves that one out.
+
+The floor. A cached step reads every weight once (the output head alone is vocab x n_embd floats),
+so on a CPU it can be no faster than the weight bytes divided by the memory bandwidth. `floor`
+measures that bandwidth (a sum over an array far larger than the caches) and reports the least
+milliseconds a step could take: the fastest new tokens/s possible at batch 1, whatever the framework.
 """
 
 from __future__ import annotations
@@ -86,6 +91,34 @@ def spans(costs: list[float], first_position: int, parts: int = 4) -> list[dict]
     ]
 
 
+def floor(config: GPTConfig, repeats: int = 5) -> dict:
+    """Weight megabytes read per decode step, measured read bandwidth, and the fastest step they allow."""
+    from core.spec import count_params
+
+    big = np.ones(256 * 2**20 // 4, dtype=np.float32)  # 256 MB, well past any cache
+    try:
+        import torch
+
+        array, read = torch.from_numpy(big), lambda a: a.sum()  # uses torch's threads, as the models do
+    except ImportError:
+        array, read = big, np.sum
+    read(array)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        read(array)
+        times.append(time.perf_counter() - start)
+    gb_per_s = big.nbytes / statistics.median(times) / 1e9
+    weight_mb = 4 * count_params(config) / 1e6
+    least_ms = weight_mb / gb_per_s  # MB / (GB/s) = ms
+    return {
+        "weight_mb": round(weight_mb, 1),
+        "read_gb_per_s": round(gb_per_s, 1),
+        "least_ms_per_step": round(least_ms, 3),
+        "most_tokens_per_s_batch_1": round(1000 / least_ms, 1),
+    }
+
+
 def run(
     models: dict,
     peer,
@@ -145,6 +178,7 @@ def run(
                 same = [a == b for a, b in zip(outputs[name], outputs["hf"])]
                 agreement.append({"backend": name, "batch": batch, "rows_equal_to_hf": f"{sum(same)}/{len(same)}"})
     return {
+        "floor": floor(config),
         "prompt_len": prompt_len,
         "new_tokens": new_tokens,
         "results": rows,

@@ -215,6 +215,20 @@ def markdown(result: dict) -> str:
                     + " | ".join(_fmt(s["ms"], 2) for s in p["spans"])
                     + f" | {p['last_over_first']} |"
                 )
+        if decode.get("floor"):
+            f = decode["floor"]
+            hf = _find(decode["results"], backend="hf", batch=1)
+            versus = (
+                f", {f['most_tokens_per_s_batch_1'] / hf['tokens_per_s']:.1f}x Hugging Face's batch-1 rate here"
+                if hf
+                else ""
+            )
+            lines += [
+                "",
+                f"Floor: a cached step reads all {f['weight_mb']:,.1f} MB of weights; at the {f['read_gb_per_s']} GB/s "
+                f"this machine read memory at in this run, a step takes at least {f['least_ms_per_step']} ms, "
+                f"so batch 1 can reach at most {f['most_tokens_per_s_batch_1']:,.0f} new tokens/s{versus}.",
+            ]
         if decode.get("agreement"):
             same = ", ".join(f"{a['backend']} batch {a['batch']}: {a['rows_equal_to_hf']}" for a in decode["agreement"])
             lines += ["", f"Greedy rows identical to Hugging Face's (same weights): {same}."]

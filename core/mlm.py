@@ -60,15 +60,22 @@ def fill_masks(logits: np.ndarray, inputs: np.ndarray, mask_id: int, top_k: int 
 
 
 def encode_masked_text(tokenizer, text: str, block_size: int) -> list[int]:
-    """Token ids of `text` with each literal "[MASK]" turned into the mask token."""
+    """Token ids of `text` with each literal "[MASK]" turned into the mask token.
+
+    Byte-level BPE tokens carry their leading space (" in", " return"), as the masked tokens did in
+    training; so the one space written before a [MASK] belongs to the hidden token, not to the text
+    before it ("for line [MASK] text" hides " in", not "in" after a lone " " token)."""
     from core.tokenizer import MASK
 
     if MASK not in text:
         raise ValueError(f"the text has no {MASK}: write it where a token should be filled in")
     ids: list[int] = []
-    for i, piece in enumerate(text.split(MASK)):
+    pieces = text.split(MASK)
+    for i, piece in enumerate(pieces):
         if i:
             ids.append(tokenizer.mask_id)
+        if tokenizer.kind == "bpe" and i < len(pieces) - 1 and piece.endswith(" "):
+            piece = piece[:-1]
         ids.extend(tokenizer.encode(piece) if piece else [])
     if len(ids) > block_size:
         raise ValueError(f"the text has {len(ids)} tokens, more than the model's block_size={block_size}: shorten it")

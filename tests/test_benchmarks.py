@@ -33,6 +33,7 @@ def test_suite_runs_every_section_and_writes_three_files(tmp_path):
                                                                                        (2, False)}
     assert all(r["tokens_per_s"] > 0 and r["first_token_ms"] > 0 for r in decode)
     assert [p["batch"] for p in result["decode"]["positions"]] == [1, 2]
+    assert result["decode"]["floor"]["least_ms_per_step"] > 0 and "Floor:" in (tmp_path / "tiny.md").read_text()
     training = {r["backend"]: r for r in result["training"]}
     assert training["torch"]["ms_per_step"] > 0 and training["torch"]["mfu"] is not None
     if importlib.util.find_spec("transformers") is not None:  # the peer is part of every figure

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from core import reference
 from core.backend import IGNORE_INDEX
 from core.config import GPTConfig, TrainConfig
-from core.mlm import fill_masks, mask_tokens, mlm_batch
+from core.mlm import encode_masked_text, fill_masks, mask_tokens, mlm_batch
 from core.spec import init_params
+from core.tokenizer import min_vocab_size, train_tokenizer
 
 CONFIG = GPTConfig(vocab_size=23, block_size=12, n_layer=2, n_head=2, n_embd=16, causal=False)
 MASK_ID = 22
@@ -118,3 +119,11 @@ def test_a_tiny_model_learns_to_fill_a_fixed_pattern(backends):
     filled = fill_masks(logits[0], inputs[0], MASK_ID, top_k=3)
     assert [f["position"] for f in filled] == list(np.nonzero(inputs[0] == MASK_ID)[0])
     assert all(0 <= f["entropy"] and len(f["candidates"]) == 3 for f in filled)
+
+
+def test_the_space_before_a_mask_belongs_to_the_hidden_token():
+    text = "for line [MASK] text"
+    bpe = train_tokenizer("bpe", ["for line in text: pass\n"] * 20, vocab_size=min_vocab_size("bpe") + 20)
+    assert encode_masked_text(bpe, text, 64) == bpe.encode("for line") + [bpe.mask_id] + bpe.encode(" text")
+    char = train_tokenizer("char", ["for line in text"])  # characters: the space stays a token of its own
+    assert encode_masked_text(char, text, 64) == char.encode("for line ") + [char.mask_id] + char.encode(" text")
