@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             args.new_tokens,
             repeats,
             log,
+            tuple(section for section in ("training", "decode") if section in args.only),
         )
     result["ratios"] = report.ratios(result)
     result["targets"] = report.targets(result)

@@ -46,10 +46,9 @@ def run(
     new_tokens: int,
     repeats: int,
     log,
+    sections: tuple[str, ...] = ("training", "decode"),
 ) -> dict:
-    """`ours` is our tinygrad Model at the same configuration."""
-    from tinygrad import Context, Device, Tensor, TinyJit, Variable, nn
-
+    """`ours` is our tinygrad Model at the same configuration; `sections` chooses what to compare."""
     root = Path(root).resolve()
     if str(root) not in sys.path:
         sys.path.append(str(root))  # after site-packages: their `extra/` package, never their `tinygrad/`
@@ -57,11 +56,21 @@ def run(
     llmc = _load(root / "examples" / "llm.c" / "train_gpt2.py", "tinygrad_example_train_gpt2")
     gpt2 = _load(root / "examples" / "gpt2.py", "tinygrad_example_gpt2")
     gpt2.VOCAB_SIZE = config.vocab_size  # the bound of its token Variable
-    V, T, L, H, C = config.vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd
-    device = Device.DEFAULT
     out = {"checkout": str(root)}
 
-    # training, as the __main__ of examples/llm.c/train_gpt2.py
+    if "training" in sections:
+        out.update(_training(llmc, ours, config, batch_size, repeats, log))
+    if "decode" in sections:
+        out.update(_decode(gpt2, ours, config, batches, prompt_len, new_tokens, repeats, log))
+    return out
+
+
+def _training(llmc, ours, config: GPTConfig, batch_size: int, repeats: int, log) -> dict:
+    """Training steps as the __main__ of examples/llm.c/train_gpt2.py, taking turns with ours."""
+    from tinygrad import Context, Device, Tensor, TinyJit, nn
+
+    V, T, L, H, C = config.vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd
+    device, out = Device.DEFAULT, {}
     model = llmc.GPT(llmc.GPTConfig(block_size=T, vocab_size=V, padded_vocab_size=V, n_layer=L, n_head=H, n_embd=C))
     optimizer = nn.optim.AdamW(nn.state.get_parameters(model), lr=1e-4, weight_decay=0)
 
@@ -90,8 +99,15 @@ def run(
     out["train_tokens_per_s"] = round(batch_size * T / timings["example"].median_s, 1)
     out["train_first_step_s"] = round(timings["example"].warmup_s[0], 1)
     out["ours_train_tokens_per_s"] = round(batch_size * T / timings["ours"].median_s, 1)
+    return out
 
-    # generation, as GPT2.generate of examples/gpt2.py
+
+def _decode(gpt2, ours, config: GPTConfig, batches, prompt_len: int, new_tokens: int, repeats: int, log) -> dict:
+    """Greedy generation as GPT2.generate of examples/gpt2.py, taking turns with ours."""
+    from tinygrad import Tensor, Variable
+
+    V, T, L, H, C = config.vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd
+    out = {}
     prompt_len, new_tokens = lengths(config, prompt_len, new_tokens)  # as benchmarks/decode.py
     for b in batches:
         net = gpt2.Transformer(
