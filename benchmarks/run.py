@@ -33,8 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="one attention shape, fewer repetitions, tinygrad's uncached generation left out "
-        "(a few minutes); the default is the full grid",
+        help="one attention shape, fewer repetitions, generation without the cache at batch 1 and in "
+        "torch only (a few minutes); the default is the full grid",
     )
     parser.add_argument(
         "--backend",
