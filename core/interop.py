@@ -33,6 +33,7 @@ from safetensors.numpy import load_file, save_file
 
 from core.checkpoint import Checkpoint
 from core.config import GPTConfig
+from core.direction import FORWARD, require_direction
 from core.quantize import dequantize_params
 from core.spec import check_params, param_shapes
 from core.tokenizer import EOT, tokenizer_from_json
@@ -215,7 +216,9 @@ def import_hf_folder(path: str | Path) -> tuple[Checkpoint, str]:
 def export_hf_folder(checkpoint: Checkpoint, out_dir: str | Path) -> Path:
     """Write `checkpoint` as a Hugging Face GPT-2 folder: config.json, model.safetensors and, when the
     checkpoint has a byte-level BPE tokenizer, tokenizer.json + tokenizer_config.json +
-    special_tokens_map.json. An int8 checkpoint is dequantized (Hugging Face's GPT-2 is float)."""
+    special_tokens_map.json. An int8 checkpoint is dequantized (Hugging Face's GPT-2 is float).
+    A backward model (`train --reverse`) is refused: `generate` would feed it text left to right."""
+    require_direction(checkpoint.meta, FORWARD, "export-hf (Hugging Face generates left to right)")
     tokenizer = tokenizer_from_json(checkpoint.tokenizer_json) if checkpoint.tokenizer_json else None
     if tokenizer is not None and tokenizer.kind != "bpe":
         raise ValueError(

@@ -187,6 +187,13 @@ def test_char_tokenizer_is_refused(tmp_path):
         export_hf_folder(Checkpoint(config, init_params(config), {}, tokenizer.to_json()), tmp_path)
 
 
+def test_backward_model_is_refused(tmp_path):
+    config = GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    with pytest.raises(ValueError, match="needs a forward model.*train one without --reverse"):
+        export_hf_folder(Checkpoint(config, init_params(config), {"direction": "backward"}), tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before writing anything
+
+
 def test_bidirectional_model_is_refused():
     config = GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=8, causal=False)
     with pytest.raises(ValueError, match="bidirectional"):
