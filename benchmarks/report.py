@@ -20,25 +20,16 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def ratios(result: dict) -> dict:
     """Speed ratios between variants timed side by side in this run."""
     out: dict[str, float | None] = {}
-    for r in result.get("attention", []):
-        if r["framework"] == "tinygrad" and r["path"] != "fused":
-            fused = _find(
-                result["attention"],
-                **{k: r[k] for k in ("B", "H", "T", "D", "direction")},
-                framework="tinygrad",
-                path="fused",
-            )
-            key = f"attention {r['direction']} B{r['B']} H{r['H']} T{r['T']} D{r['D']}: tinygrad {r['path']} / fused"
-            out[key] = _ratio(r["calls_per_s"], fused and fused["calls_per_s"])
-        if r["framework"] == "tinygrad" and r["path"] == "ours":
-            torch = _find(
-                result["attention"],
-                **{k: r[k] for k in ("B", "H", "T", "D", "direction")},
-                framework="torch",
-                path="fused",
-            )
-            key = f"attention {r['direction']} B{r['B']} H{r['H']} T{r['T']} D{r['D']}: tinygrad ours / torch fused"
-            out[key] = _ratio(r["calls_per_s"], torch and torch["calls_per_s"])
+    attention = result.get("attention", [])
+    for r in attention:
+        if r["framework"] != "tinygrad" or r["path"] == "fused":
+            continue
+        shape = {k: r[k] for k in ("B", "H", "T", "D", "direction")}
+        label = f"attention {r['direction']} B{r['B']} H{r['H']} T{r['T']} D{r['D']}: tinygrad {r['path']} /"
+        against = [("tinygrad", "fused")] + ([("torch", "torch fused")] if r["path"] == "ours" else [])
+        for framework, name in against:
+            other = _find(attention, **shape, framework=framework, path="fused")
+            out[f"{label} {name}"] = _ratio(r["calls_per_s"], other and other["calls_per_s"])
     decode = result.get("decode", {}).get("results", [])
     for batch in sorted({r["batch"] for r in decode}):
         hf = _find(decode, backend="hf", batch=batch)

@@ -279,21 +279,8 @@ def codecheck(
 def generate_backward(session: Session, prompt: str) -> tuple[str, list[dict]]:
     """For a backward model: the text that comes *before* `prompt` (the prompt ends the text; an
     empty prompt means the end of a document). Returns that text and per-token stats in text order."""
-    from core.generate import generate
-
     tok = session.tokenizer
     ids = to_model_order(tok.encode(prompt), BACKWARD) if prompt else [tok.eot_id]
-    s = session.settings
-    out, stats = generate(
-        session.model,
-        [ids],
-        s.max_new_tokens,
-        temperature=s.temperature,
-        top_k=s.top_k,
-        top_p=s.top_p,
-        seed=s.seed,
-        stop_token=tok.eot_id,
-        return_stats=True,
-    )
-    new = out[0][::-1]
-    return tok.decode(new), [{**st, "token": tok.decode([t])} for t, st in zip(new, stats[0][::-1])]
+    out, stats = session.generate_ids(ids)
+    new = out[::-1]
+    return tok.decode(new), [{**st, "token": tok.decode([t])} for t, st in zip(new, stats[::-1])]

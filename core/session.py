@@ -17,7 +17,7 @@ from typing import TextIO
 from core.backend import Backend, Model
 from core.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
 from core.config import TrainConfig
-from core.generate import generate
+from core.generate import TokenCallback, generate
 from core.sampling import SamplingConfig
 from core.tokenizer import Tokenizer, tokenizer_from_json
 
@@ -74,7 +74,6 @@ class Session:
         ids, note = self.encode_prompt(prompt)
         if note and write:
             write(note + "\n")
-        s = self.settings
         new_ids: list[int] = []
         shown = ""
 
@@ -88,6 +87,16 @@ class Session:
                 write(text[len(shown) :])
                 shown = text
 
+        new, stats = self.generate_ids(ids, on_token)
+        text = self.tokenizer.decode([t for t in new if t != self.tokenizer.eot_id])
+        if write and len(text) > len(shown):
+            write(text[len(shown) :])
+        return text, [{**st, "token": self.tokenizer.decode([t])} for t, st in zip(new, stats)]
+
+    def generate_ids(self, ids: list[int], on_token: TokenCallback | None = None) -> tuple[list[int], list[dict]]:
+        """New token ids after `ids` (in the order the model reads) with the session's sampling settings,
+        up to end-of-text, and their per-token stats."""
+        s = self.settings
         outputs, stats = generate(
             self.model,
             [ids],
@@ -100,10 +109,7 @@ class Session:
             return_stats=True,
             on_token=on_token,
         )
-        text = self.tokenizer.decode([t for t in outputs[0] if t != self.tokenizer.eot_id])
-        if write and len(text) > len(shown):
-            write(text[len(shown) :])
-        return text, [{**st, "token": self.tokenizer.decode([t])} for t, st in zip(outputs[0], stats[0])]
+        return outputs[0], stats[0]
 
 
 def _load_with_fallback(path: str | Path, which: str | int) -> Checkpoint:
