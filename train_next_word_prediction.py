@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.config import DTYPES, PRESETS, GPTConfig, TrainConfig, field_help
+from core.model.config import DTYPES, PRESETS, GPTConfig, TrainConfig, field_help
 
 ANALYSIS_COMMANDS = ("evaluate", "analyze", "lambada", "bidirectional", "attention", "codecheck")
 COMMANDS = ("train", "generate", "chat", "predict-masked", *ANALYSIS_COMMANDS)
@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_predict_masked(args: argparse.Namespace) -> int:
-    from core.mlm import predict_masked
-    from core.session import Session
+    from core.data.masking import predict_masked
+    from core.generate.session import Session
 
     session = Session.open(make_backend(args), args.checkpoint, args.step)
     for i, mask in enumerate(predict_masked(session.model, session.tokenizer, args.text, args.top_k), 1):
@@ -159,7 +159,7 @@ def add_convert_commands(sub) -> None:
 
 
 def add_analysis_commands(sub) -> None:
-    """Parsers of the evaluation and analysis commands; each flag is a keyword of `core.commands.<command>`."""
+    """Parsers of the evaluation and analysis commands; each flag is a keyword of `core.evaluate.commands.<command>`."""
     for name, help_text in (
         ("evaluate", "perplexity, accuracy and bits per byte on a text, with plots"),
         ("analyze", "each token's probability, rank and entropy in a text"),
@@ -236,8 +236,8 @@ def make_backend(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from core.checkpoint import load_checkpoint
-    from core.run import DataSettings, check_writable, run_training
+    from core.train.checkpoint import load_checkpoint
+    from core.train.run import DataSettings, check_writable, run_training
 
     resume = load_checkpoint(args.resume, "last", optimizer=True) if args.resume else None
     if resume is not None:  # the run's own settings, with only --steps and friends overridable
@@ -267,8 +267,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from core.session import Session, Settings, chat, format_stats
-    from core.spec import check_causal
+    from core.generate.session import Session, Settings, chat, format_stats
+    from core.model.params import check_causal
 
     backend = make_backend(args)
     session = Session.open(backend, args.checkpoint, args.step, args.dtype)
@@ -294,7 +294,7 @@ def run_generate(args: argparse.Namespace) -> int:
     for prompt in prompts:
         write = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
         if backward:  # the model writes what comes before the prompt
-            from core.commands import generate_backward
+            from core.evaluate.commands import generate_backward
 
             before, stats = generate_backward(session, prompt)
             write(before + prompt + "\n")
@@ -308,9 +308,9 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    """export-hf, import-hf, quantize: numpy in, numpy out (core/interop.py, core/quantize.py)."""
-    from core.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint
-    from core.spec import count_params
+    """export-hf, import-hf, quantize: numpy in, numpy out (core/convert/huggingface.py, core/convert/quantize.py)."""
+    from core.model.params import count_params
+    from core.train.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint
 
     def load(path: str, which: str):
         try:
@@ -321,7 +321,7 @@ def run_convert(args: argparse.Namespace) -> int:
             return load_checkpoint(path, "last")  # a run too short to have evaluated has no `best`
 
     if args.command == "export-hf":
-        from core.interop import export_hf_folder
+        from core.convert.huggingface import export_hf_folder
 
         checkpoint = load(args.checkpoint, args.step)
         out = export_hf_folder(checkpoint, args.out)
@@ -334,7 +334,7 @@ def run_convert(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()) and not (out / "meta.json").exists():
         raise ValueError(f"{out} exists and is not a checkpoint folder: pass --out with a new folder")
     if args.command == "import-hf":
-        from core.interop import import_hf_folder
+        from core.convert.huggingface import import_hf_folder
 
         checkpoint, note = import_hf_folder(args.model)
         save_checkpoint(out, checkpoint)
@@ -342,7 +342,7 @@ def run_convert(args: argparse.Namespace) -> int:
         print(f"imported {args.model}: {count_params(c):,} parameters ({c.n_layer} layers, {c.n_embd} dims)")
         print(note)
     else:
-        from core.quantize import quantize_checkpoint
+        from core.convert.quantize_checkpoint import quantize_checkpoint
 
         checkpoint = load(args.checkpoint, args.step)
         if out.resolve() == checkpoint.path.resolve():
@@ -356,7 +356,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def run_analysis(args: argparse.Namespace) -> int:
-    from core import commands
+    from core.evaluate import commands
 
     options = {k: v for k, v in vars(args).items() if k not in ("command", "backend", "device")}
     return getattr(commands, args.command)(make_backend(args), **options)
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS + CONVERT_COMMANDS + ("-h", "--help"):
         argv.insert(0, "train")  # training is the default command
     args = build_parser().parse_args(argv)
-    from core.backend import SetupError
+    from core.model.interface import SetupError
 
     try:
         if args.command in ANALYSIS_COMMANDS:

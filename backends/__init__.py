@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from core.backend import Backend
+from core.model.interface import Backend
 
 BACKENDS: dict[str, str] = {"tinygrad": "backends.tinygrad", "torch": "backends.torch"}
 DEFAULT_BACKEND = "tinygrad"

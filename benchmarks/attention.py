@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from benchmarks.common import interleave, torch_sync
-from core.config import GPTConfig
+from core.model.config import GPTConfig
 
 Shape = tuple[int, int, int, int]  # (B, H, T, D)
 

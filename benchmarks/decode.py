@@ -1,7 +1,7 @@
 """Greedy generation: new tokens per second with and without the KV cache, first-token latency, and
 the cost of one decode step at every position.
 
-Each timed call is one `core.generate.generate` run (what `generate` and `chat` do): a prompt of
+Each timed call is one `core.generate.generation.generate` run (what `generate` and `chat` do): a prompt of
 `prompt_len` tokens per row, `new_tokens` new tokens, temperature 0. It includes prefill, every
 decode step, moving logits to numpy and choosing tokens there. New tokens per second counts all
 rows (batch * new_tokens / seconds). Time to first token is the prefill plus the first choice.
@@ -30,8 +30,8 @@ import time
 import numpy as np
 
 from benchmarks.common import MemoryMeter, interleave
-from core.config import GPTConfig
-from core.generate import generate
+from core.generate.generation import generate
+from core.model.config import GPTConfig
 
 
 def lengths(config: GPTConfig, prompt_len: int, new_tokens: int) -> tuple[int, int]:
@@ -94,7 +94,7 @@ def spans(costs: list[float], first_position: int, parts: int = 4) -> list[dict]
 
 def floor(config: GPTConfig, repeats: int = 5) -> dict:
     """Weight megabytes read per decode step, measured read bandwidth, and the fastest step they allow."""
-    from core.spec import count_params
+    from core.model.params import count_params
 
     big = np.ones(256 * 2**20 // 4, dtype=np.float32)  # 256 MB, well past any cache
     try:

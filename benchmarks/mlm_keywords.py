@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from backends import get_backend
-from core.corpus import load_corpus, split_documents
-from core.session import Session
+from core.data.corpus import load_corpus, split_documents
+from core.generate.session import Session
 
 KEYWORDS = ("def", "return", "import", "from", "class", "if", "else", "for", "in", "self", "None", "not", "is")
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -4,7 +4,7 @@ It is what a plain eager PyTorch GPT-2 looks like in practice, timed exactly as 
 a training step (forward, cross-entropy on the same targets, backward, clipping to 1.0, AdamW with
 decay on 2-D weights only, `torch.optim.AdamW` at its defaults otherwise) and greedy `generate`
 with its own KV cache (`use_cache=True`), for the same prompts and number of new tokens. Our
-weights are mapped with `core.interop.to_hf_gpt2`, so its greedy tokens can be compared with ours.
+weights are mapped with `core.convert.huggingface.to_hf_gpt2`, so its greedy tokens can be compared with ours.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import time
 import numpy as np
 
 from benchmarks.common import torch_sync
-from core.config import GPTConfig, TrainConfig
-from core.interop import to_hf_gpt2
-from core.spec import decays
+from core.convert.huggingface import to_hf_gpt2
+from core.model.config import GPTConfig, TrainConfig
+from core.model.params import decays
 
 
 def available() -> bool:

@@ -11,7 +11,7 @@ Two models trained with torch on the built-in corpus (`TRAINING` below has the e
   preset when it was measured), 300 steps of 16 sequences.
 
 For each: the size of `model.safetensors` as `save_checkpoint` writes it; the mean loss on fixed
-validation batches (`core.data.eval_batches`, torch backend) with float32 weights, int8 weights
+validation batches (`core.data.dataset.eval_batches`, torch backend) with float32 weights, int8 weights
 (embeddings quantized, the default; and kept float32, `--float-embeddings`) and float32 weights under
 torch's bfloat16 autocast; and decode speed: greedy, batch 1, KV cache, a 16-token prompt and
 `--new-tokens` new tokens, median of `--repeats` after one warm-up generation (tinygrad compiles and
@@ -39,13 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backends import BACKENDS, get_backend  # noqa: E402
-from core.checkpoint import MODEL_FILE, Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
-from core.config import TrainConfig  # noqa: E402
-from core.data import eval_batches, prepare_dataset  # noqa: E402
-from core.generate import generate  # noqa: E402
-from core.quantize import quantize_params  # noqa: E402
-from core.spec import count_params  # noqa: E402
-from core.tokenizer import tokenizer_from_json  # noqa: E402
+from core.convert.quantize import quantize_params  # noqa: E402
+from core.data.dataset import eval_batches, prepare_dataset  # noqa: E402
+from core.data.tokenizer import tokenizer_from_json  # noqa: E402
+from core.generate.generation import generate  # noqa: E402
+from core.model.config import TrainConfig  # noqa: E402
+from core.model.params import count_params  # noqa: E402
+from core.train.checkpoint import MODEL_FILE, Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 # Run folder -> the command that trains it (run from the repository root).

@@ -27,7 +27,7 @@ REFERENCE = dict(preset="tiny", vocab_size=8192, batch_size=16)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from core.config import PRESETS
+    from core.model.config import PRESETS
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -111,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def model_config(args: argparse.Namespace):
-    from core.config import preset
+    from core.model.config import preset
 
     name = REFERENCE["preset"] if args.config == "reference" else args.config
     return preset(name, **({} if name == "gpt2" else {"vocab_size": args.vocab_size}))
@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from backends import get_backend
     from benchmarks import attention, decode, peer, report, training
-    from core.config import TrainConfig
-    from core.spec import init_params
+    from core.model.config import TrainConfig
+    from core.model.params import init_params
 
     config = model_config(args)
     train = TrainConfig(batch_size=args.batch_size)

@@ -25,8 +25,8 @@ import numpy as np
 
 from benchmarks.common import interleave
 from benchmarks.decode import lengths
-from core.config import GPTConfig
-from core.generate import generate as our_generate
+from core.generate.generation import generate as our_generate
+from core.model.config import GPTConfig
 
 
 def _load(path: Path, name: str):

@@ -18,12 +18,12 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.common import MemoryMeter, interleave, torch_sync
-from core.config import GPTConfig
+from core.model.config import GPTConfig
 
 
 def flops_per_token(config: GPTConfig) -> int:
     """nanoGPT's `estimate_mfu`: 6N + 12 L C T, N without the position embeddings."""
-    from core.spec import count_params
+    from core.model.params import count_params
 
     n = count_params(config) - config.block_size * config.n_embd
     return 6 * n + 12 * config.n_layer * config.n_embd * config.block_size

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from core import reference
-from core.config import GPTConfig
-from core.spec import init_params
+from core.model import reference
+from core.model.config import GPTConfig
+from core.model.params import init_params
 
 CONFIG = GPTConfig(vocab_size=12, block_size=8, n_layer=1, n_head=2, n_embd=8)
 

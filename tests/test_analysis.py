@@ -1,5 +1,5 @@
 """Token analysis, attention summaries, bidirectional analysis and code checks, on the numpy
-reference model (core/analysis.py, core/attention.py, core/bidirectional.py, core/codecheck.py)."""
+reference model (core/evaluate/analysis.py, attention_maps.py, bidirectional.py, codecheck.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from core import reference
-from core.analysis import analyze_text, colour_view, format_spans, format_table
-from core.attention import attention_for_prompt
-from core.bidirectional import analyze_bidirectional, split_words, surprising
-from core.codecheck import extract_function, judge, keywords_used, signatures_in
-from core.direction import BACKWARD, FORWARD
-from core.scoring import score_texts
-from core.tokenizer import CharTokenizer
+from core.data.direction import BACKWARD, FORWARD
+from core.data.tokenizer import CharTokenizer
+from core.evaluate.analysis import analyze_text, colour_view, format_spans, format_table
+from core.evaluate.attention_maps import attention_for_prompt
+from core.evaluate.bidirectional import analyze_bidirectional, split_words, surprising
+from core.evaluate.codecheck import extract_function, judge, keywords_used, signatures_in
+from core.evaluate.scoring import score_texts
+from core.model import reference
 from tests.analysis_helpers import CONFIG, MODEL
 
 TOK = CharTokenizer("abcdefghij ")

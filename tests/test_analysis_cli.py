@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 
 import train_next_word_prediction as cli
-from core.attention import attention_for_prompt
-from core.bidirectional import analyze_bidirectional
-from core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from core.config import GPTConfig
-from core.data import eval_batches, prepare_dataset
-from core.direction import BACKWARD, FORWARD, reverse_tokens
-from core.lambada import score_examples
-from core.metrics import evaluate_batches
-from core.session import Session
-from core.spec import init_params
-from core.tokenizer import CharTokenizer, train_tokenizer
+from core.data.dataset import eval_batches, prepare_dataset
+from core.data.direction import BACKWARD, FORWARD, reverse_tokens
+from core.data.tokenizer import CharTokenizer, train_tokenizer
+from core.evaluate.attention_maps import attention_for_prompt
+from core.evaluate.bidirectional import analyze_bidirectional
+from core.evaluate.lambada import score_examples
+from core.evaluate.metrics import evaluate_batches
+from core.generate.session import Session
+from core.model.config import GPTConfig
+from core.model.params import init_params
+from core.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 TINY = "--data synthetic --tokenizer char --preset demo --steps 10 --eval-every 10 --batch-size 4 --no-progress"
 # Text in the synthetic corpus's alphabet (the char tokenizer knows nothing else).

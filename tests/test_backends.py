@@ -1,4 +1,4 @@
-"""Each backend against the numpy reference (core.reference): logits, loss, attention, KV cache,
+"""Each backend against the numpy reference (core.model.reference): logits, loss, attention, KV cache,
 parameter round trips, errors. Parametrized over backends by the `backend` fixture.
 
 tinygrad compiles every new tensor shape (about 1-4 s each here), so most tests reuse two fixed
@@ -15,9 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backends import BACKENDS, get_backend, resolve_name
-from core import reference
-from core.config import GPTConfig
-from core.spec import init_params
+from core.model import reference
+from core.model.config import GPTConfig
+from core.model.params import init_params
 
 # Max-abs tolerance on logits (magnitudes up to ~10 with lively_params). Measured here: torch
 # 2e-6, tinygrad of the same order (float32 round-off); a wrong mask, bias or scale is O(0.1).

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import checkpoint as ckpt
-from core.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
-from core.config import GPTConfig
-from core.spec import init_params
+from core.model.config import GPTConfig
+from core.model.params import init_params
+from core.train import checkpoint as ckpt
+from core.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = GPTConfig(vocab_size=40, block_size=8, n_layer=1, n_head=2, n_embd=8)
@@ -105,9 +105,9 @@ def test_killed_while_writing_leaves_a_loadable_checkpoint(tmp_path):
     """SIGKILL a process that rewrites `last` in a loop: whatever moment it dies, `last` loads."""
     script = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(ROOT)!r})
-        from core.checkpoint import Checkpoint, save_checkpoint
-        from core.config import GPTConfig
-        from core.spec import init_params
+        from core.train.checkpoint import Checkpoint, save_checkpoint
+        from core.model.config import GPTConfig
+        from core.model.params import init_params
         config = GPTConfig(vocab_size=4000, block_size=64, n_layer=2, n_head=2, n_embd=128)
         params = init_params(config)
         step = 0

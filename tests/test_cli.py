@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import train_next_word_prediction as cli
-from core.checkpoint import load_checkpoint
+from core.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # A run small enough for a test: patterned synthetic text, character tokenizer, the demo model.

@@ -1,4 +1,4 @@
-"""core/config.py: validation of GPTConfig and TrainConfig, presets, dict round trips."""
+"""core/model/config.py: validation of GPTConfig and TrainConfig, presets, dict round trips."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.config import PRESETS, GPTConfig, TrainConfig, field_help, preset
-from core.spec import count_params
+from core.model.config import PRESETS, GPTConfig, TrainConfig, field_help, preset
+from core.model.params import count_params
 
 
 def assert_names_value(error: pytest.ExceptionInfo, name: str, value: object) -> None:
@@ -21,7 +21,7 @@ def assert_names_value(error: pytest.ExceptionInfo, name: str, value: object) ->
 
 
 def closed_form_count(config: GPTConfig) -> int:
-    """GPT-2's parameter count written out by hand, independently of core.spec."""
+    """GPT-2's parameter count written out by hand, independently of core.model.params."""
     C, V, L = config.n_embd, config.vocab_size, config.n_layer
     per_layer = C * 3 * C + C * C + C * 4 * C + 4 * C * C  # c_attn, attn.c_proj, c_fc, mlp.c_proj
     per_layer += 2 * C  # ln_1 and ln_2 gains

@@ -1,4 +1,4 @@
-"""core.corpus and core.data: loading, skipping, splitting, tokenizing with a cache, and batches."""
+"""core.data.corpus and core.data.dataset: loading, skipping, splitting, tokenizing with a cache, and batches."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import core.data as data_module
-from core.corpus import Corpus, load_corpus, split_documents
-from core.data import (
+import core.data.dataset as data_module
+from core.data.corpus import Corpus, load_corpus, split_documents
+from core.data.dataset import (
     BatchPrefetcher,
     cached_tokens,
     check_length,
@@ -25,7 +25,7 @@ from core.data import (
     prepare_dataset,
     token_dtype,
 )
-from core.tokenizer import EOT, train_tokenizer
+from core.data.tokenizer import EOT, train_tokenizer
 
 TEXT = "Once upon a time there was a tiny model that learned to predict the next word.\n"
 
@@ -309,7 +309,7 @@ def test_eval_batches_are_the_same_every_time():
 
 
 def test_data_modules_import_no_framework():
-    code = "import sys, core.data, core.tokenizer; print(sorted({'torch', 'tinygrad'} & set(sys.modules)))"
+    code = "import sys, core.data.dataset, core.data.tokenizer; print(sorted({'torch', 'tinygrad'} & set(sys.modules)))"
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import reference
-from core.config import GPTConfig, TrainConfig
-from core.spec import decays, init_params
+from core.model import reference
+from core.model.config import GPTConfig, TrainConfig
+from core.model.params import decays, init_params
 
 CONFIG = GPTConfig(vocab_size=23, block_size=8, n_layer=2, n_head=2, n_embd=16)
 CONFIGS = {"tied-bias": CONFIG, "untied-nobias": CONFIG.replace(bias=False, tie_embeddings=False)}

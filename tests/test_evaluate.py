@@ -1,4 +1,4 @@
-"""Evaluation (core/evaluate.py): cutting text into sequences, and the report's numbers."""
+"""Evaluation (core/evaluate/perplexity.py): cutting text into sequences, and the report's numbers."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from core.evaluate import evaluate_texts, format_summary, load_sequences, split_text
-from core.tokenizer import CharTokenizer
+from core.data.tokenizer import CharTokenizer
+from core.evaluate.perplexity import evaluate_texts, format_summary, load_sequences, split_text
 from tests.analysis_helpers import CONFIG, MODEL
 
 

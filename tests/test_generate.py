@@ -14,10 +14,10 @@ import string
 import numpy as np
 import pytest
 
-from core import reference
-from core.config import GPTConfig
-from core.generate import PromptTruncatedWarning, generate, generate_text
-from core.spec import init_params
+from core.generate.generation import PromptTruncatedWarning, generate, generate_text
+from core.model import reference
+from core.model.config import GPTConfig
+from core.model.params import init_params
 
 CONFIG = GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=4, n_embd=32)
 N_NEW = 32

@@ -9,13 +9,13 @@ import json
 import numpy as np
 import pytest
 
-from core import reference
-from core.checkpoint import Checkpoint, load_checkpoint
-from core.config import GPTConfig
-from core.generate import generate
-from core.interop import export_hf_folder, from_hf_gpt2, import_hf_folder, load_hf_folder, to_hf_gpt2
-from core.spec import init_params
-from core.tokenizer import tokenizer_from_json, train_tokenizer
+from core.convert.huggingface import export_hf_folder, from_hf_gpt2, import_hf_folder, load_hf_folder, to_hf_gpt2
+from core.data.tokenizer import tokenizer_from_json, train_tokenizer
+from core.generate.generation import generate
+from core.model import reference
+from core.model.config import GPTConfig
+from core.model.params import init_params
+from core.train.checkpoint import Checkpoint, load_checkpoint
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
@@ -210,7 +210,7 @@ def test_missing_folder_is_one_clear_error(tmp_path):
 
 def test_cli_round_trip(bpe_checkpoint, tmp_path, capsys):
     import train_next_word_prediction as cli
-    from core.checkpoint import save_checkpoint
+    from core.train.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "run" / "checkpoints" / "last", bpe_checkpoint)
     assert cli.main(["export-hf", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0

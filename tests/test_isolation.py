@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE_MODULES = sorted(f"core.{p.stem}" for p in (ROOT / "core").glob("*.py") if p.stem != "__init__")
+CORE_MODULES = sorted(
+    ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for p in (ROOT / "core").rglob("*.py")
+)
 
 # Imports every core module (one at a time, recording what each brings in) and the backend registry,
 # then optionally builds and runs a model on one backend; prints the frameworks found as JSON.
@@ -29,8 +31,8 @@ backend = {backend!r}
 if backend:
     import numpy as np
     from backends import get_backend
-    from core.config import GPTConfig, TrainConfig
-    from core.spec import init_params
+    from core.model.config import GPTConfig, TrainConfig
+    from core.model.params import init_params
     config = GPTConfig(vocab_size=11, block_size=4, n_layer=1, n_head=1, n_embd=8)
     model = get_backend(backend).build(config, init_params(config), TrainConfig())
     tokens = np.arange(8).reshape(2, 4) % 11
@@ -52,7 +54,8 @@ def run_isolated(backend: str | None) -> dict[str, list[str]]:
 
 
 def test_core_modules_are_found():
-    assert {"core.config", "core.spec", "core.reference", "core.backend"} <= set(CORE_MODULES)
+    expected = {"core.model.config", "core.model.params", "core.model.reference", "core.model.interface"}
+    assert expected <= set(CORE_MODULES)
 
 
 def test_core_imports_no_framework():

@@ -1,4 +1,4 @@
-"""LAMBADA-style scoring (core/lambada.py): how passages are split, scored against an independent
+"""LAMBADA-style scoring (core/evaluate/lambada.py): how passages are split, scored against an independent
 numpy computation, and passages with known answers for a model trained on a pattern."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from core import reference
-from core.config import GPTConfig, TrainConfig
-from core.data import get_step_batch
-from core.direction import BACKWARD, FORWARD, reverse_tokens
-from core.lambada import in_context, passages_from_text, read_jsonl, score_examples, split_example, summarize
-from core.spec import init_params
-from core.tokenizer import CharTokenizer
+from core.data.dataset import get_step_batch
+from core.data.direction import BACKWARD, FORWARD, reverse_tokens
+from core.data.tokenizer import CharTokenizer
+from core.evaluate.lambada import in_context, passages_from_text, read_jsonl, score_examples, split_example, summarize
+from core.model import reference
+from core.model.config import GPTConfig, TrainConfig
+from core.model.params import init_params
 from tests.analysis_helpers import CONFIG, MODEL
 
 

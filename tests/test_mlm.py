@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core import reference
-from core.backend import IGNORE_INDEX
-from core.config import GPTConfig, TrainConfig
-from core.mlm import encode_masked_text, fill_masks, mask_tokens, mlm_batch
-from core.spec import init_params
-from core.tokenizer import min_vocab_size, train_tokenizer
+from core.data.masking import encode_masked_text, fill_masks, mask_tokens, mlm_batch
+from core.data.tokenizer import min_vocab_size, train_tokenizer
+from core.model import reference
+from core.model.config import GPTConfig, TrainConfig
+from core.model.interface import IGNORE_INDEX
+from core.model.params import init_params
 
 CONFIG = GPTConfig(vocab_size=23, block_size=12, n_layer=2, n_head=2, n_embd=16, causal=False)
 MASK_ID = 22

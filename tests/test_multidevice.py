@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from backends import get_backend
-from core.config import GPTConfig
-from core.spec import init_params
+from core.model.config import GPTConfig
+from core.model.params import init_params
 
 CONFIG = GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16)
 

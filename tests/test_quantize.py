@@ -9,24 +9,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from core import reference
-from core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from core.config import GPTConfig
-from core.generate import generate
-from core.quantize import (
+from core.convert.quantize import (
     INT8,
     SCALE,
     check_model_params,
     dequantize_params,
     dequantize_weight,
-    quantize_checkpoint,
     quantize_params,
     quantize_weight,
     quantized_modules,
 )
-from core.session import Session
-from core.spec import init_params
-from core.tokenizer import train_tokenizer
+from core.convert.quantize_checkpoint import quantize_checkpoint
+from core.data.tokenizer import train_tokenizer
+from core.generate.generation import generate
+from core.generate.session import Session
+from core.model import reference
+from core.model.config import GPTConfig
+from core.model.params import init_params
+from core.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 # The shapes of tests/test_interop.py's model, so tinygrad reuses kernels compiled there.
 CONFIG = GPTConfig(vocab_size=97, block_size=24, n_layer=2, n_head=4, n_embd=32)

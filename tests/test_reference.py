@@ -1,4 +1,4 @@
-"""core/reference.py, the numpy oracle: properties it must have before anything is compared to it."""
+"""core/model/reference.py, the numpy oracle: properties it must have before anything is compared to it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core import reference
-from core.config import GPTConfig
-from core.spec import init_params
+from core.model import reference
+from core.model.config import GPTConfig
+from core.model.params import init_params
 
 
 def lively_params(config: GPTConfig, seed: int) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Properties of `core.sampling`, checked against direct numpy computations (no framework needed)."""
+"""Properties of `core.generate.sampling`, checked against direct numpy computations (no framework needed)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from core.sampling import SamplingConfig, entropy, sample, sample_with_stats, sampling_probs, softmax
+from core.generate.sampling import SamplingConfig, entropy, sample, sample_with_stats, sampling_probs, softmax
 
 # Logits (B, V) with moderate values; ties are allowed and do occur (the elements are drawn from a
 # small grid half of the time).

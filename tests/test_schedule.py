@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.config import TrainConfig
-from core.schedule import learning_rate
+from core.model.config import TrainConfig
+from core.train.schedule import learning_rate
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])

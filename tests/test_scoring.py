@@ -1,5 +1,5 @@
-"""Scoring tokens (core/scoring.py): stride windows score every token exactly once, the scores equal
-an independent numpy computation from `core.reference`, and a backward model is a forward model run
+"""Scoring tokens (core/evaluate/scoring.py): stride windows score every token exactly once, the scores equal
+an independent numpy computation from `core.model.reference`, and a backward model is a forward model run
 on the reversed tokens. No framework needed: the model here is the numpy reference itself."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core import reference
-from core.direction import BACKWARD, FORWARD, direction_of, require_direction, to_model_order
-from core.evaluate import evaluate_texts
-from core.scoring import score_sequences, score_texts, score_windows, stride_windows
-from core.tokenizer import CharTokenizer
+from core.data.direction import BACKWARD, FORWARD, direction_of, require_direction, to_model_order
+from core.data.tokenizer import CharTokenizer
+from core.evaluate.perplexity import evaluate_texts
+from core.evaluate.scoring import score_sequences, score_texts, score_windows, stride_windows
+from core.model import reference
 from tests.analysis_helpers import CONFIG, MODEL, ReferenceModel
 
 

@@ -1,4 +1,4 @@
-"""core/spec.py: GPT-2 parameter names and shapes, initialisation, and the parameter check."""
+"""core/model/params.py: GPT-2 parameter names and shapes, initialisation, and the parameter check."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.config import GPTConfig
-from core.spec import check_params, count_params, decays, init_params, param_shapes
+from core.model.config import GPTConfig
+from core.model.params import check_params, count_params, decays, init_params, param_shapes
 
 LAYER_MODULES = ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj")
 

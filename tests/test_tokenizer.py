@@ -1,4 +1,4 @@
-"""core.tokenizer: both kinds round-trip text, share the eot conventions, and save and load."""
+"""core.data.tokenizer: both kinds round-trip text, share the eot conventions, and save and load."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.tokenizer import (
+from core.data.tokenizer import (
     EOT,
     BPETokenizer,
     CharTokenizer,

@@ -19,10 +19,10 @@ from tinygrad.nn.state import get_state_dict
 
 from backends.tinygrad.device import select_device
 from backends.tinygrad.model import GPT, KVCache, stored
-from core.backend import IGNORE_INDEX
-from core.config import GPTConfig, TrainConfig
-from core.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
-from core.spec import check_causal, decays
+from core.convert.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
+from core.model.config import GPTConfig, TrainConfig
+from core.model.interface import IGNORE_INDEX
+from core.model.params import check_causal, decays
 
 
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -84,7 +84,7 @@ class TinygradModel:
             )
         self.config, self.device, self.train = config, device, train
         self.net = GPT(config, device)
-        self.int8 = sorted(quantized_modules(params))  # modules holding int8 weights (core/quantize.py), if any
+        self.int8 = sorted(quantized_modules(params))  # modules holding int8 weights (core/convert/quantize.py), if any
         for module in self.int8:
             submodule(self.net, module).int8_()
         state = get_state_dict(self.net)

@@ -10,7 +10,7 @@ import shutil
 
 from tinygrad import Device
 
-from core.backend import SetupError
+from core.model.interface import SetupError
 
 NO_CLANG = (
     "tinygrad's CPU device needs the clang compiler, which is not installed: "

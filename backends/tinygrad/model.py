@@ -1,6 +1,6 @@
-"""GPT in tinygrad: the same network as `core.reference`, as plain objects holding Tensors.
+"""GPT in tinygrad: the same network as `core.model.reference`, as plain objects holding Tensors.
 
-Attribute names are the parameter names of `core.spec`, so `nn.state.get_state_dict(model)` keys
+Attribute names are the parameter names of `core.model.params`, so `nn.state.get_state_dict(model)` keys
 are the checkpoint keys. Linear weights are stored (in_features, out_features), which is what
 `Tensor.linear` expects, so tinygrad needs no transposition at all. Read this file beside
 `backends/torch/model.py`: they match line for line where the frameworks allow.
@@ -18,7 +18,7 @@ import os
 from tinygrad import Context, Tensor, UOp, dtypes, nn
 from tinygrad.helpers import TRAINING
 
-from core.config import GPTConfig
+from core.model.config import GPTConfig
 
 FAST = os.environ.get("GPT_TINYGRAD_FAST", "1") != "0"
 SPLIT_FROM = 128  # sequence length from which causal `attention` splits its queries in two (measured at 256)
@@ -76,7 +76,7 @@ class Linear:
         self.bias = Tensor.empty(n_out, device=device) if bias else None
 
     def int8_(self) -> None:
-        """Hold the weight as int8 (in, out) plus one float32 scale per output column (core/quantize.py)."""
+        """Hold the weight as int8 (in, out) plus one float32 scale per output column (core/convert/quantize.py)."""
         quantize_(self, scale_size=self.weight.shape[1])
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -104,7 +104,7 @@ class Embedding:
         self.weight = Tensor.empty(n, n_embd, device=device)
 
     def int8_(self) -> None:
-        """Hold the matrix as int8 plus one float32 scale per row (core/quantize.py)."""
+        """Hold the matrix as int8 plus one float32 scale per row (core/convert/quantize.py)."""
         quantize_(self, scale_size=self.weight.shape[0])
 
     def __call__(self, idx: Tensor) -> Tensor:

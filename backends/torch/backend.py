@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from backends.torch import distributed
 from backends.torch.device import select_device
 from backends.torch.model import GPT, KVCache
-from core.backend import IGNORE_INDEX
-from core.config import GPTConfig, TrainConfig
-from core.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
-from core.spec import check_causal, decays
+from core.convert.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
+from core.model.config import GPTConfig, TrainConfig
+from core.model.interface import IGNORE_INDEX
+from core.model.params import check_causal, decays
 
 
 class TorchModel:
@@ -32,7 +32,7 @@ class TorchModel:
         data_parallel = distributed.world_from_env()[2] > 1
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         self.train_net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids) if data_parallel else self.net
-        self.int8 = sorted(quantized_modules(params))  # modules holding int8 weights (core/quantize.py), if any
+        self.int8 = sorted(quantized_modules(params))  # modules holding int8 weights (core/convert/quantize.py), if any
         for module in self.int8:
             self.net.get_submodule(module).int8_()
         self.named = dict(self.net.named_parameters())  # spec name -> Parameter (tied weights once)

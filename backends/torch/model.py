@@ -1,6 +1,6 @@
-"""GPT in PyTorch: the same network as `core.reference`, as `torch.nn` modules.
+"""GPT in PyTorch: the same network as `core.model.reference`, as `torch.nn` modules.
 
-Module attribute names are the parameter names of `core.spec`, so `state_dict()` keys are the
+Module attribute names are the parameter names of `core.model.params`, so `state_dict()` keys are the
 checkpoint keys. Linear weights are stored (in_features, out_features) as the spec says; `linear`
 below is the one place they are transposed for `F.linear`. Read this file beside
 `backends/tinygrad/model.py`: they match line for line where the frameworks allow.
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.config import GPTConfig
+from core.model.config import GPTConfig
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -36,7 +36,7 @@ class Linear(nn.Module):
         self.bias = nn.Parameter(torch.empty(n_out)) if bias else None
 
     def int8_(self) -> None:
-        """Hold the weight as int8 (in, out) plus one float32 scale per output column (core/quantize.py)."""
+        """Hold the weight as int8 (in, out) plus one float32 scale per output column (core/convert/quantize.py)."""
         quantize_(self, scale_size=self.weight.shape[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,7 +54,7 @@ class Embedding(nn.Module):
         self.weight = nn.Parameter(torch.empty(n, n_embd))
 
     def int8_(self) -> None:
-        """Hold the matrix as int8 plus one float32 scale per row (core/quantize.py)."""
+        """Hold the matrix as int8 plus one float32 scale per row (core/convert/quantize.py)."""
         quantize_(self, scale_size=self.weight.shape[0])
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from core.config import GPTConfig
+from core.model.config import GPTConfig
 
 
 def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:

@@ -23,14 +23,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from core.backend import Backend, Model
-from core.checkpoint import Checkpoint, list_checkpoints, save_checkpoint
-from core.config import GPTConfig, TrainConfig
-from core.data import BatchPrefetcher, Dataset, eval_batches
-from core.metrics import evaluate_batches
-from core.mlm import mlm_batch
-from core.schedule import learning_rate
-from core.spec import init_params
+from core.data.dataset import BatchPrefetcher, Dataset, eval_batches
+from core.data.masking import mlm_batch
+from core.evaluate.metrics import evaluate_batches
+from core.model.config import GPTConfig, TrainConfig
+from core.model.interface import Backend, Model
+from core.model.params import init_params
+from core.train.checkpoint import Checkpoint, list_checkpoints, save_checkpoint
+from core.train.schedule import learning_rate
 
 
 @dataclass

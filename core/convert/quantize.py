@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.config import GPTConfig
-from core.spec import check_params, param_shapes
+from core.model.config import GPTConfig
+from core.model.params import check_params, param_shapes
 
 INT8, SCALE = ".weight_int8", ".weight_scale"  # suffixes replacing ".weight" of a quantized matrix
 LINEARS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
@@ -92,7 +92,7 @@ def quantize_params(params: dict[str, np.ndarray], embeddings: bool = True) -> d
 
 
 def dequantize_params(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Float32 params with `core.spec` names: each int8 pair becomes `Q * scale`. Float params pass through."""
+    """Float32 params with `core.model.params` names: each int8 pair becomes `Q * scale`. Float params pass through."""
     out: dict[str, np.ndarray] = {}
     for name, value in params.items():
         if name.endswith(SCALE):
@@ -106,7 +106,7 @@ def dequantize_params(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def check_model_params(config: GPTConfig, params: dict[str, np.ndarray]) -> None:
-    """`core.spec.check_params` for float or int8 params: names, shapes and the int8 pairs' dtypes."""
+    """`core.model.params.check_params` for float or int8 params: names, shapes and the int8 pairs' dtypes."""
     if not is_quantized(params):
         return check_params(config, params)
     shapes = param_shapes(config)
@@ -136,20 +136,3 @@ def check_model_params(config: GPTConfig, params: dict[str, np.ndarray]) -> None
 def params_nbytes(params: dict[str, np.ndarray]) -> int:
     """Bytes of all arrays (what model.safetensors holds, less its small header)."""
     return sum(np.asarray(v).nbytes for v in params.values())
-
-
-def quantize_checkpoint(checkpoint, embeddings: bool = True):
-    """An inference-only `Checkpoint` with int8 weights; meta.json records `"quantization": "int8"`."""
-    from core.checkpoint import Checkpoint
-
-    if checkpoint.meta.get("quantization"):
-        raise ValueError(f"checkpoint {checkpoint.path} is already quantized ({checkpoint.meta['quantization']})")
-    params = quantize_params(checkpoint.params, embeddings=embeddings)
-    meta = {k: v for k, v in checkpoint.meta.items() if k not in ("format_version", "saved_at", "model_config")}
-    meta.update(
-        quantization="int8",
-        quantized_modules=len(quantized_modules(params)),
-        quantized_embeddings=embeddings,
-        quantized_from=str(checkpoint.path) if checkpoint.path else None,
-    )
-    return Checkpoint(checkpoint.config, params, meta, checkpoint.tokenizer_json, None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from core.config import TrainConfig
+from core.model.config import TrainConfig
 
 
 def learning_rate(step: int, train: TrainConfig) -> float:

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from core.config import GPTConfig, TrainConfig
+from core.model.config import GPTConfig, TrainConfig
 
 # Targets equal to this are left out of the loss (padding). Both frameworks are told to use it.
 IGNORE_INDEX = -1
@@ -42,7 +42,7 @@ class Model(Protocol):
         weight decay on 2-D weights only. Returns the mean loss before the update."""
 
     def params(self) -> dict[str, np.ndarray]:
-        """Every parameter as float32 numpy, with `core.spec` names and shapes."""
+        """Every parameter as float32 numpy, with `core.model.params` names and shapes."""
 
     def load_params(self, params: dict[str, np.ndarray]) -> None:
         """Overwrite every parameter in place."""

@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from core.checkpoint import Checkpoint
-from core.config import GPTConfig
-from core.direction import FORWARD, require_direction
-from core.quantize import dequantize_params
-from core.spec import check_params, param_shapes
-from core.tokenizer import EOT, tokenizer_from_json
+from core.convert.quantize import dequantize_params
+from core.data.direction import FORWARD, require_direction
+from core.data.tokenizer import EOT, tokenizer_from_json
+from core.model.config import GPTConfig
+from core.model.params import check_params, param_shapes
+from core.train.checkpoint import Checkpoint
 
 PREFIX = "transformer."  # GPT2LMHeadModel's prefix for everything but lm_head
 MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers, not parameters
@@ -74,7 +74,7 @@ def config_from_hf(hf: dict) -> GPTConfig:
 
 def from_hf_gpt2(state_dict: dict, config_dict: dict) -> tuple[GPTConfig, dict[str, np.ndarray]]:
     """A `GPT2LMHeadModel` state dict (numpy arrays, or anything `np.asarray` takes) and its config dict
-    -> our `GPTConfig` and float32 params with `core.spec` names."""
+    -> our `GPTConfig` and float32 params with `core.model.params` names."""
     config = config_from_hf(config_dict)
     params: dict[str, np.ndarray] = {}
     for key, value in state_dict.items():

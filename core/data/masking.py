@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.backend import IGNORE_INDEX
-from core.metrics import log_softmax
+from core.evaluate.metrics import log_softmax
+from core.model.interface import IGNORE_INDEX
 
 MASK_FRACTION = 0.15  # positions chosen per window
 REPLACE_WITH_MASK, REPLACE_WITH_RANDOM = 0.8, 0.1  # of the chosen; the remaining 0.1 stay unchanged
@@ -65,7 +65,7 @@ def encode_masked_text(tokenizer, text: str, block_size: int) -> list[int]:
     Byte-level BPE tokens carry their leading space (" in", " return"), as the masked tokens did in
     training; so the one space written before a [MASK] belongs to the hidden token, not to the text
     before it ("for line [MASK] text" hides " in", not "in" after a lone " " token)."""
-    from core.tokenizer import MASK
+    from core.data.tokenizer import MASK
 
     if MASK not in text:
         raise ValueError(f"the text has no {MASK}: write it where a token should be filled in")

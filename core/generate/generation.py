@@ -1,7 +1,7 @@
 """The generation loop: prompts in, new tokens out, the same on every backend.
 
 The backend only computes logits (`prefill`/`decode` with its KV cache, or a full `logits` pass);
-choosing tokens happens in `core.sampling` with numpy, so both backends given the same weights and
+choosing tokens happens in `core.generate.sampling` with numpy, so both backends given the same weights and
 seed produce the same text.
 
 How a batch runs. Rows move in lockstep over positions: after the shortest prompt is prefilled, each
@@ -28,8 +28,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from core.backend import Model
-from core.sampling import SamplingConfig, sample, sample_with_stats
+from core.generate.sampling import SamplingConfig, sample, sample_with_stats
+from core.model.interface import Model
 
 TokenCallback = Callable[[int, int], None]  # on_token(row, token_id)
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TextIO
 
-from core.backend import Backend, Model
-from core.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
-from core.config import TrainConfig
-from core.generate import TokenCallback, generate
-from core.sampling import SamplingConfig
-from core.tokenizer import Tokenizer, tokenizer_from_json
+from core.data.tokenizer import Tokenizer, tokenizer_from_json
+from core.generate.generation import TokenCallback, generate
+from core.generate.sampling import SamplingConfig
+from core.model.config import TrainConfig
+from core.model.interface import Backend, Model
+from core.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from core.config import GPTConfig, TrainConfig
-from core.spec import count_params
+from core.model.config import GPTConfig, TrainConfig
+from core.model.params import count_params
 
 
 def explain(config: GPTConfig, train: TrainConfig, tokenizer_kind: str, n_train_tokens: int) -> str:

@@ -3,7 +3,7 @@
 For every token of the text: its probability, its rank among all tokens (0: the model's first
 choice) and the entropy of the distribution it was predicted from (high: the model was unsure
 in general; low entropy with a low probability: the model was confidently wrong). The first token is
-predicted from `<|endoftext|>` ("start of a document"), as in `core.scoring`; a backward model
+predicted from `<|endoftext|>` ("start of a document"), as in `core.evaluate.scoring`; a backward model
 predicts each token from the text after it.
 
 Spans: every run of `span` consecutive tokens is scored by its mean log-probability; the most and
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.backend import Model
-from core.direction import FORWARD
-from core.scoring import TokenScores, score_texts
-from core.tokenizer import Tokenizer
+from core.data.direction import FORWARD
+from core.data.tokenizer import Tokenizer
+from core.evaluate.scoring import TokenScores, score_texts
+from core.model.interface import Model
 
 # Probability bands of the terminal view: (lower bound, ANSI background colour, black or white text)
 BANDS = ((0.5, "42", "30"), (0.1, "102", "30"), (0.01, "43", "30"), (0.001, "41", "97"), (0.0, "45", "97"))

@@ -2,8 +2,8 @@
 
 A checkpoint is a folder:
 
-    model.safetensors       the parameters, `core.spec` names, float32 (tied weights stored once);
-                            or int8 weights with scales (`core/quantize.py`, meta has "quantization")
+    model.safetensors       the parameters, `core.model.params` names, float32 (tied weights stored once);
+                            or int8 weights with scales (`core/convert/quantize.py`, meta has "quantization")
     optimizer.safetensors   AdamW state (`step`, `exp_avg.*`, `exp_avg_sq.*`), only where training can resume
     tokenizer.json          the tokenizer, so text goes in and out exactly as in training
     meta.json               format version, model and training config, step, tokens seen, losses,
@@ -28,8 +28,8 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from core.config import GPTConfig, TrainConfig
-from core.quantize import check_model_params
+from core.convert.quantize import check_model_params
+from core.model.config import GPTConfig, TrainConfig
 
 FORMAT_VERSION = 1
 MODEL_FILE, OPTIMIZER_FILE, TOKENIZER_FILE, META_FILE = (
@@ -136,7 +136,7 @@ def load_checkpoint(path: str | Path, which: str | int = "last", optimizer: bool
             raise ValueError(f"format version {meta['format_version']} is newer than this code ({FORMAT_VERSION})")
         config = GPTConfig.from_dict(meta["model_config"])
         params = load_file(str(folder / MODEL_FILE))
-        check_model_params(config, params)  # float32, or int8 pairs (core/quantize.py)
+        check_model_params(config, params)  # float32, or int8 pairs (core/convert/quantize.py)
         state = load_file(str(folder / OPTIMIZER_FILE)) if optimizer and (folder / OPTIMIZER_FILE).exists() else None
         tokenizer = (folder / TOKENIZER_FILE).read_text() if (folder / TOKENIZER_FILE).exists() else None
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, SafetensorError) as err:

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.backend import IGNORE_INDEX, Model
-from core.direction import BACKWARD, FORWARD
-from core.scoring import score_texts, score_windows
-from core.tokenizer import Tokenizer
+from core.data.direction import BACKWARD, FORWARD
+from core.data.tokenizer import Tokenizer
+from core.evaluate.scoring import score_texts, score_windows
+from core.model.interface import IGNORE_INDEX, Model
 
 
 @dataclass

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from core.config import GPTConfig
+from core.model.config import GPTConfig
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, eps: float) -> np.ndarray:

@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.backend import IGNORE_INDEX, Model
-from core.direction import BACKWARD, FORWARD
-from core.scoring import score_windows
-from core.tokenizer import Tokenizer
+from core.data.direction import BACKWARD, FORWARD
+from core.data.tokenizer import Tokenizer
+from core.evaluate.scoring import score_windows
+from core.model.interface import IGNORE_INDEX, Model
 
 CONTEXT_BUCKETS = (0, 16, 32, 64, 128, 256, 512)  # left edges, in context tokens
 

@@ -1,6 +1,6 @@
 """Attention weights of a prompt, per layer and head, with a few numbers that describe each head.
 
-The maps come from the backend (`Model.attention_maps`, tested against `core.reference`): for
+The maps come from the backend (`Model.attention_maps`, tested against `core.model.reference`): for
 layer l and head h, row t is the distribution over positions 0..t that query t attends to. A
 backward model reads the prompt reversed, so its maps are over the reversed tokens; the labels
 follow the model's reading order.
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.backend import Model
-from core.direction import FORWARD, to_model_order
-from core.tokenizer import Tokenizer
+from core.data.direction import FORWARD, to_model_order
+from core.data.tokenizer import Tokenizer
+from core.model.interface import Model
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """From text to training batches: tokenize once, cache on disk, cut random windows.
 
-`prepare_dataset` is the one call the training script makes: it loads the corpus (`core.corpus`),
+`prepare_dataset` is the one call the training script makes: it loads the corpus (`core.data.corpus`),
 splits it by document, trains the tokenizer on the training split, and tokenizes both splits into
 flat arrays with `<|endoftext|>` between documents (nanoGPT's `train.bin` / `val.bin`). The trained
 tokenizer and both token arrays are cached under `cache_dir`, keyed by a hash of their inputs, so
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.corpus import Corpus, load_corpus, split_documents
-from core.tokenizer import SPECIAL_TOKENS, Tokenizer, tokenizer_from_json, train_tokenizer
+from core.data.corpus import Corpus, load_corpus, split_documents
+from core.data.tokenizer import SPECIAL_TOKENS, Tokenizer, tokenizer_from_json, train_tokenizer
 
 __all__ = [
     "Corpus", "load_corpus", "split_documents", "Dataset", "prepare_dataset", "encode_documents", "cached_tokens",

@@ -3,7 +3,7 @@
 Prompts are held-out function signatures: every `def` (methods included) in the validation split
 of the corpus (by default the built-in one, the standard library, so files the model never trained
 on), cut at the colon that ends the signature, with the original indentation, without decorators.
-A seeded sample of them is completed by the model (`core.generate`, greedy unless a temperature is
+A seeded sample of them is completed by the model (`core.generate.generation`, greedy unless a temperature is
 given), and each completion is judged by these rules:
 
 1. The function is the signature plus the generated lines up to the first non-blank line indented
@@ -33,10 +33,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.backend import Model
-from core.corpus import load_corpus, split_documents
-from core.generate import generate
-from core.tokenizer import Tokenizer
+from core.data.corpus import load_corpus, split_documents
+from core.data.tokenizer import Tokenizer
+from core.generate.generation import generate
+from core.model.interface import Model
 
 KEYWORDS = ("return", "yield", "if", "for", "while", "raise", "try", "with")
 MAX_SIGNATURE_CHARS = 300

@@ -1,7 +1,7 @@
 """A training run from start to finish, as the command line starts it: data, model config, the
 report a user reads, the loop, the training curve and the closing summary.
 
-`train_next_word_prediction.py` turns flags into the plain values taken here; `core.train` runs
+`train_next_word_prediction.py` turns flags into the plain values taken here; `core.train.loop` runs
 the steps. Rank 0 of a data-parallel job speaks and writes; the other processes only train.
 """
 
@@ -11,16 +11,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.backend import Backend
-from core.checkpoint import Checkpoint
-from core.config import GPTConfig, TrainConfig
-from core.data import check_length, prepare_dataset
-from core.explain import explain
-from core.metrics import unigram_loss
-from core.plots import plot_training_curve
-from core.spec import count_params
-from core.tokenizer import tokenizer_from_json
-from core.train import train
+from core.data.dataset import check_length, prepare_dataset
+from core.data.tokenizer import tokenizer_from_json
+from core.evaluate.metrics import unigram_loss
+from core.model.config import GPTConfig, TrainConfig
+from core.model.interface import Backend
+from core.model.params import count_params
+from core.plots.training_curve import plot_training_curve
+from core.train.checkpoint import Checkpoint
+from core.train.explain import explain
+from core.train.loop import train
 
 
 @dataclass
@@ -48,7 +48,7 @@ def check_writable(run_dir: Path) -> None:
 
 def make_sampler(tokenizer, max_new_tokens: int, seed: int, reverse: bool = False):
     """A short sampled continuation of an empty document, shown at each evaluation."""
-    from core.generate import generate, generate_text
+    from core.generate.generation import generate, generate_text
 
     def sample(model, step: int) -> str:
         if reverse:  # a backward model writes a document's end first: decode its tokens in text order
@@ -73,7 +73,7 @@ def run_training(
 ) -> int:
     """Prepare the data, finish the model config (`model_fields`; the tokenizer sets the vocabulary),
     train, and report. With `resume`, its config and tokenizer are used instead."""
-    from core.direction import reverse_tokens
+    from core.data.direction import reverse_tokens
 
     tokenizer = tokenizer_from_json(resume.tokenizer_json) if resume else None
     max_bytes = int(settings.max_data_mb * 1e6) if settings.max_data_mb else None

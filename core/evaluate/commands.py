@@ -11,9 +11,9 @@ import json
 import math
 from pathlib import Path
 
-from core.backend import Backend
-from core.direction import BACKWARD, FORWARD, direction_of, require_direction, to_model_order
-from core.session import Session
+from core.data.direction import BACKWARD, FORWARD, direction_of, require_direction, to_model_order
+from core.generate.session import Session
+from core.model.interface import Backend
 
 
 def open_model(backend: Backend, checkpoint: str, step: str = "best", causal_only: bool = True) -> tuple[Session, str]:
@@ -61,8 +61,8 @@ def evaluate(
     no_progress: bool = False,
 ) -> int:
     """Perplexity, accuracy and bits per byte on `data` (default: the checkpoint's validation split)."""
-    from core.analysis_plots import plot_perplexity_histogram, plot_token_probability_distribution
-    from core.evaluate import evaluate_texts, format_summary, load_sequences
+    from core.evaluate.perplexity import evaluate_texts, format_summary, load_sequences
+    from core.plots.analysis import plot_perplexity_histogram, plot_token_probability_distribution
 
     session, direction = open_model(backend, checkpoint, step)
     val_of = session.checkpoint.meta.get("run_settings", {}).get("data")
@@ -117,7 +117,7 @@ def analyze(
     no_color: bool = False,
 ) -> int:
     """Each token's probability, rank and entropy; the most and least predictable spans."""
-    from core.analysis import analyze_text, colour_legend, colour_view, format_spans, format_table
+    from core.evaluate.analysis import analyze_text, colour_legend, colour_view, format_spans, format_table
 
     session, direction = open_model(backend, checkpoint, step)
     body = _read_text(text, file)
@@ -136,7 +136,7 @@ def analyze(
     if json_path:
         print(f"wrote {_write_json(json_path, result.to_json(span, spans))}")
     if plot:
-        from core.analysis_plots import plot_token_probabilities
+        from core.plots.analysis import plot_token_probabilities
 
         title = f"P(token | {'right' if direction == BACKWARD else 'left'} context), step {session.checkpoint.step}"
         print(f"wrote {plot_token_probabilities(result.tokens, result.scores.prob, plot, title=title)}")
@@ -158,7 +158,7 @@ def lambada(
     no_progress: bool = False,
 ) -> int:
     """Last-word (or, with `reverse`, first-word) prediction accuracy and perplexity, broken down."""
-    from core.lambada import format_summary, passages_from_text, read_jsonl, score_examples, summarize
+    from core.evaluate.lambada import format_summary, passages_from_text, read_jsonl, score_examples, summarize
 
     session, direction = open_model(backend, checkpoint, step)
     wanted = BACKWARD if reverse else FORWARD
@@ -192,8 +192,8 @@ def bidirectional(
     plot: str = "bidirectional.png",
 ) -> int:
     """Each word given its left context (forward model) and its right context (backward model)."""
-    from core.analysis_plots import plot_bidirectional
-    from core.bidirectional import analyze_bidirectional, format_report
+    from core.evaluate.bidirectional import analyze_bidirectional, format_report
+    from core.plots.analysis import plot_bidirectional
 
     fwd, _ = open_model(backend, forward, step)
     bwd, _ = open_model(backend, backward, step)
@@ -214,8 +214,8 @@ def bidirectional(
 
 def attention(backend: Backend, checkpoint: str, prompt: str, step: str = "best", out: str = "attention.png") -> int:
     """A grid of attention heatmaps (layers x heads) for one prompt, and a summary of each head."""
-    from core.analysis_plots import plot_attention_grid
-    from core.attention import attention_for_prompt, format_head_summary
+    from core.evaluate.attention_maps import attention_for_prompt, format_head_summary
+    from core.plots.analysis import plot_attention_grid
 
     session, direction = open_model(backend, checkpoint, step, causal_only=False)
     att = attention_for_prompt(session.model, session.tokenizer, prompt, direction)
@@ -243,8 +243,8 @@ def codecheck(
     show: int = 2,
 ) -> int:
     """Complete held-out function signatures; how many parse, have docstrings, use the right keywords."""
-    from core.codecheck import complete, format_table, held_out_signatures, reference_summary, summarize
-    from core.spec import init_params
+    from core.evaluate.codecheck import complete, format_table, held_out_signatures, reference_summary, summarize
+    from core.model.params import init_params
 
     session, _ = open_model(backend, checkpoint, step)
     require_direction(session.checkpoint.meta, FORWARD, "codecheck (completing functions)", session.checkpoint.path)

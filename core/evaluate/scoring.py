@@ -16,7 +16,7 @@ goes through here, so all of them agree on what a score is:
   two up to `block_size`), with the last batch padded with dummy rows: right padding changes
   nothing before it (attention is causal), and fixed shapes let tinygrad compile once per shape.
 - Log-probabilities and entropies come from the float32 logits in float64 numpy, computed as
-  `core.metrics.log_softmax` does; ranks and argmax from the logits themselves (same order).
+  `core.evaluate.metrics.log_softmax` does; ranks and argmax from the logits themselves (same order).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from core.backend import IGNORE_INDEX, Model
-from core.direction import FORWARD, to_model_order
+from core.data.direction import FORWARD, to_model_order
+from core.model.interface import IGNORE_INDEX, Model
 
 
 @dataclass
@@ -135,7 +135,7 @@ def _plan_batches(windows, batch_size: int, block: int) -> list[tuple[int, list[
 
 def _score_batch(logits: np.ndarray, targets: np.ndarray) -> TokenScores:
     """Scores of targets (B, T) under logits (B, T, V), as (B, T) arrays (ignored targets read id 0)."""
-    # log_softmax as core.metrics computes it (float64, max subtracted), in as few passes over the
+    # log_softmax as core.evaluate.metrics computes it (float64, max subtracted), in as few passes over the
     # (B, T, V) array as possible: this numpy work costs more than a small model's forward pass.
     logits = np.asarray(logits, dtype=np.float32)
     shifted = logits.astype(np.float64)

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from core.backend import IGNORE_INDEX, Model
+from core.model.interface import IGNORE_INDEX, Model
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 The text is cut into sequences (`unit`): each file (`document`), each block of lines between blank
 lines (`paragraph`) or each non-empty line (`line`). Every sequence is scored on its own, from the
-`<|endoftext|>` that starts a document in training, with the sliding windows of `core.scoring`
+`<|endoftext|>` that starts a document in training, with the sliding windows of `core.evaluate.scoring`
 (every token scored exactly once). From the per-token negative log-likelihoods (nats):
 
     token level      each token's probability p and perplexity 1/p (their distribution is plotted)
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.backend import Model
-from core.corpus import load_corpus, split_documents
-from core.direction import FORWARD
-from core.scoring import TokenScores, score_texts
-from core.tokenizer import EOT, Tokenizer
+from core.data.corpus import load_corpus, split_documents
+from core.data.direction import FORWARD
+from core.data.tokenizer import EOT, Tokenizer
+from core.evaluate.scoring import TokenScores, score_texts
+from core.model.interface import Model
 
 UNITS = ("document", "paragraph", "line")
 

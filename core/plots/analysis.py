@@ -82,7 +82,7 @@ def plot_token_probabilities(
     title: str = "Probability of each token",
 ) -> Path:
     """A bar per token of a text (the first `limit`), log scale, coloured as the terminal view."""
-    from core.analysis import BANDS, band
+    from core.evaluate.analysis import BANDS, band
 
     colours = ["#2ca02c", "#98df8a", "#ffbb33", "#d62728", "#9467bd"]
     assert len(colours) == len(BANDS)
@@ -133,8 +133,8 @@ def plot_attention_grid(
 def plot_bidirectional(rows: list[dict], png_path: str | Path, annotate: int = 5) -> Path:
     """Forward against backward log-probability of each word, per token of the word (so that long
     words are comparable with short ones), coloured by the word's number of tokens. Labelled: the
-    most surprising words (`core.bidirectional.surprising`) and the most one-sided ones."""
-    from core.bidirectional import surprising
+    most surprising words (`core.evaluate.bidirectional.surprising`) and the most one-sided ones."""
+    from core.evaluate.bidirectional import surprising
 
     n_tokens = np.array([r["tokens"] for r in rows])
     f = np.array([r["forward_logprob"] for r in rows]) / np.log(10) / n_tokens

@@ -1,0 +1,1 @@
+"""Checkpoint conversions in numpy: Hugging Face GPT-2 interop and int8 quantization."""

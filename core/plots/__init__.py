@@ -1,0 +1,1 @@
+"""Pictures (matplotlib, no display): the training curve and the analysis plots."""
