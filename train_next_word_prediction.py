@@ -241,13 +241,13 @@ def run_train(args: argparse.Namespace) -> int:
 
     resume = load_checkpoint(args.resume, "last", optimizer=True) if args.resume else None
     if resume is not None:  # the run's own settings, with only --steps and friends overridable
-        saved = resume.meta["run_settings"]
+        saved = resume.meta.run_settings
         settings = DataSettings(saved["data"], saved["tokenizer"], resume.config.vocab_size, saved["max_data_mb"],
-                                reverse=resume.meta.get("direction") == "backward")
+                                reverse=resume.meta.direction == "backward")
         model_given = given(args, GPTConfig)
         if model_given and resume.config.replace(**model_given) != resume.config:
             raise ValueError(f"--resume refuses a different model config: {resume.config} vs flags {model_given}")
-        train_config = TrainConfig(**{**resume.meta["train_config"], **given(args, TrainConfig)})
+        train_config = TrainConfig(**{**resume.meta.train_config, **given(args, TrainConfig)})
         model_fields, run_dir = None, Path(args.resume)
     else:
         preset = args.preset or DEFAULT_PRESET
@@ -275,7 +275,7 @@ def run_generate(args: argparse.Namespace) -> int:
     check_causal(session.checkpoint.config)  # before any output: a bidirectional model cannot generate
     session.settings = Settings(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed, args.stats)
     session.settings.sampling()  # check the sampling flags before any work
-    backward = session.checkpoint.meta.get("direction") == "backward"
+    backward = session.checkpoint.meta.direction == "backward"
     if backward and args.command == "chat":
         raise ValueError(
             f"{args.checkpoint} is a backward model (trained with --reverse): chat continues text forwards; "
@@ -310,20 +310,12 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_convert(args: argparse.Namespace) -> int:
     """export-hf, import-hf, quantize: numpy in, numpy out (core/convert/huggingface.py, core/convert/quantize.py)."""
     from core.model.params import count_params
-    from core.train.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint
-
-    def load(path: str, which: str):
-        try:
-            return load_checkpoint(path, which)
-        except FileNotFoundError:
-            if which != "best":
-                raise
-            return load_checkpoint(path, "last")  # a run too short to have evaluated has no `best`
+    from core.train.checkpoint import MODEL_FILE, load_best_or_last, save_checkpoint
 
     if args.command == "export-hf":
         from core.convert.huggingface import export_hf_folder
 
-        checkpoint = load(args.checkpoint, args.step)
+        checkpoint = load_best_or_last(args.checkpoint, args.step)
         out = export_hf_folder(checkpoint, args.out)
         print(f"exported {checkpoint.path} (step {checkpoint.step}) to {out}")
         print(f"load it with: GPT2LMHeadModel.from_pretrained({str(out)!r})")
@@ -344,7 +336,7 @@ def run_convert(args: argparse.Namespace) -> int:
     else:
         from core.convert.quantize_checkpoint import quantize_checkpoint
 
-        checkpoint = load(args.checkpoint, args.step)
+        checkpoint = load_best_or_last(args.checkpoint, args.step)
         if out.resolve() == checkpoint.path.resolve():
             raise ValueError(f"--out {out} is the checkpoint being quantized: pass a new folder")
         save_checkpoint(out, quantize_checkpoint(checkpoint, embeddings=not args.float_embeddings))

@@ -46,6 +46,7 @@ from core.generate.generation import generate  # noqa: E402
 from core.model.config import TrainConfig  # noqa: E402
 from core.model.params import count_params  # noqa: E402
 from core.train.checkpoint import MODEL_FILE, Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
+from core.train.meta import CheckpointMeta  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 # Run folder -> the command that trains it (run from the repository root).
@@ -81,7 +82,7 @@ def disk_sizes(config, params: dict[str, np.ndarray]) -> dict[str, int]:
     sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, values in variants(params).items():
-            folder = save_checkpoint(Path(tmp) / name.replace(" ", "_"), Checkpoint(config, values, {}))
+            folder = save_checkpoint(Path(tmp) / name.replace(" ", "_"), Checkpoint(config, values, CheckpointMeta()))
             sizes[name] = (folder / MODEL_FILE).stat().st_size
     return sizes
 
@@ -135,7 +136,7 @@ def trained_run(run: str) -> Path:
 
 def perplexities(checkpoint: Checkpoint, n_tokens: int) -> dict:
     """Mean validation loss and perplexity of each variant, torch backend, on the run's own validation split."""
-    settings = checkpoint.meta.get("run_settings", {})
+    settings = checkpoint.meta.run_settings
     max_mb = settings.get("max_data_mb")
     data = prepare_dataset(
         settings.get("data"), tokenizer=tokenizer_from_json(checkpoint.tokenizer_json),
@@ -165,7 +166,7 @@ def measure_run(run: str, args) -> dict:
     sizes = disk_sizes(checkpoint.config, checkpoint.params)
     result = {
         "run": run, "checkpoint": checkpoint.path.name, "step": checkpoint.step,
-        "val_loss_in_training": checkpoint.meta.get("val_loss"), "config": checkpoint.config.to_dict(),
+        "val_loss_in_training": checkpoint.meta.val_loss, "config": checkpoint.config.to_dict(),
         "params": count_params(checkpoint.config), "disk_bytes": sizes,
         "size_ratio": {k: round(v / sizes["float32"], 4) for k, v in sizes.items()},
         **perplexities(checkpoint, args.eval_tokens),

@@ -22,6 +22,7 @@ from core.generate.session import Session
 from core.model.config import GPTConfig
 from core.model.params import init_params
 from core.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from core.train.meta import CheckpointMeta
 
 TINY = "--data synthetic --tokenizer char --preset demo --steps 10 --eval-every 10 --batch-size 4 --no-progress"
 # Text in the synthetic corpus's alphabet (the char tokenizer knows nothing else).
@@ -45,7 +46,7 @@ def run(args: list[str], capsys) -> tuple[int, str, str]:
 
 def test_train_reverse_trains_on_reversed_tokens(runs):
     back, fwd = load_checkpoint(runs[BACKWARD]), load_checkpoint(runs[FORWARD])
-    assert back.meta["direction"] == BACKWARD and fwd.meta["direction"] == FORWARD
+    assert back.meta.direction == BACKWARD and fwd.meta.direction == FORWARD
     # The validation loss the run recorded is that of the reversed validation stream.
     data = prepare_dataset("synthetic", "char")
     from backends import get_backend
@@ -58,8 +59,8 @@ def test_train_reverse_trains_on_reversed_tokens(runs):
         )
         for name, tokens in (("reversed", reverse_tokens(data.val)), ("forward", data.val))
     }
-    assert back.meta["val_loss"] == pytest.approx(val["reversed"]["loss"], rel=1e-5)
-    assert back.meta["val_loss"] != pytest.approx(val["forward"]["loss"], rel=1e-5)
+    assert back.meta.val_loss == pytest.approx(val["reversed"]["loss"], rel=1e-5)
+    assert back.meta.val_loss != pytest.approx(val["forward"]["loss"], rel=1e-5)
 
 
 def test_a_resumed_backward_run_stays_backward(runs, tmp_path, capsys):
@@ -68,7 +69,7 @@ def test_a_resumed_backward_run_stays_backward(runs, tmp_path, capsys):
     code, _, err = run(["--backend", "torch", "--resume", str(run_dir), "--steps", "12"], capsys)
     assert code == 0, err
     resumed = load_checkpoint(run_dir)
-    assert resumed.step == 12 and resumed.meta["direction"] == BACKWARD
+    assert resumed.step == 12 and resumed.meta.direction == BACKWARD
 
 
 def test_evaluate_writes_report_and_plots(runs, tmp_path, capsys):
@@ -136,7 +137,7 @@ def test_analyze_with_a_backward_checkpoint_reads_the_text_reversed(runs, tmp_pa
     reversed token sequence."""
     folder = tmp_path / "as-backward"
     ck = load_checkpoint(runs[FORWARD])
-    save_checkpoint(folder, Checkpoint(ck.config, ck.params, {**ck.meta, "direction": BACKWARD}, ck.tokenizer_json))
+    save_checkpoint(folder, Checkpoint(ck.config, ck.params, ck.meta.replace(direction=BACKWARD), ck.tokenizer_json))
     tok = CharTokenizer.__new__(CharTokenizer)
     session = Session.open(_torch(), runs[FORWARD])
     tok = session.tokenizer
@@ -236,7 +237,7 @@ def test_codecheck_on_a_bpe_checkpoint(tmp_path, capsys):
         (sources / f"m{i}.py").write_text(f'def f{i}(x, y=1):\n    """Add."""\n    if x:\n        return x + y\n')
     tok = train_tokenizer("bpe", [p.read_text() for p in sources.iterdir()], vocab_size=300)
     config = GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16)
-    save_checkpoint(tmp_path / "ck", Checkpoint(config, init_params(config), {"step": 0}, tok.to_json()))
+    save_checkpoint(tmp_path / "ck", Checkpoint(config, init_params(config), CheckpointMeta(), tok.to_json()))
     out = tmp_path / "code.json"
     code, stdout, _ = run(
         [

@@ -16,6 +16,7 @@ from core.model.config import GPTConfig
 from core.model.params import init_params
 from core.train import checkpoint as ckpt
 from core.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
+from core.train.meta import CheckpointMeta
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = GPTConfig(vocab_size=40, block_size=8, n_layer=1, n_head=2, n_embd=8)
@@ -26,7 +27,7 @@ def make(step=3, optimizer=True, config=CONFIG):
     state = {"step": np.array([step], dtype=np.int64)}
     state.update({f"exp_avg.{k}": v * 0.5 for k, v in params.items()})
     state.update({f"exp_avg_sq.{k}": v * v for k, v in params.items()})
-    meta = {"step": step, "val_loss": 1.0 / step}
+    meta = CheckpointMeta(step=step, val_loss=1.0 / step)
     return Checkpoint(config, params, meta, '{"kind": "test"}', state if optimizer else None)
 
 
@@ -106,6 +107,7 @@ def test_killed_while_writing_leaves_a_loadable_checkpoint(tmp_path):
     script = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(ROOT)!r})
         from core.train.checkpoint import Checkpoint, save_checkpoint
+        from core.train.meta import CheckpointMeta
         from core.model.config import GPTConfig
         from core.model.params import init_params
         config = GPTConfig(vocab_size=4000, block_size=64, n_layer=2, n_head=2, n_embd=128)
@@ -113,7 +115,7 @@ def test_killed_while_writing_leaves_a_loadable_checkpoint(tmp_path):
         step = 0
         while True:
             step += 1
-            save_checkpoint({str(tmp_path / "last")!r}, Checkpoint(config, params, {{"step": step}}))
+            save_checkpoint({str(tmp_path / "last")!r}, Checkpoint(config, params, CheckpointMeta(step=step)))
             print(step, flush=True)
     """)
     for delay in (0.6, 0.83, 1.07):
@@ -123,3 +125,10 @@ def test_killed_while_writing_leaves_a_loadable_checkpoint(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         assert load_checkpoint(tmp_path / "last").step >= 1
+
+
+def test_meta_round_trips_and_ignores_unknown_keys(tmp_path):
+    meta = CheckpointMeta(step=4, val_loss=2.5, direction="backward", run_settings={"data": "x"}, versions={"v": "1"})
+    save_checkpoint(tmp_path / "c", Checkpoint(CONFIG, init_params(CONFIG), meta))
+    assert load_checkpoint(tmp_path / "c").meta == meta
+    assert CheckpointMeta.from_json({**meta.to_json(), "written_by_a_newer_version": 1}) == meta

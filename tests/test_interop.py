@@ -16,6 +16,7 @@ from core.model import reference
 from core.model.config import GPTConfig
 from core.model.params import init_params
 from core.train.checkpoint import Checkpoint, load_checkpoint
+from core.train.meta import CheckpointMeta
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
@@ -120,7 +121,7 @@ def test_export_then_import_is_exact(changes, tmp_path):
     assert again_config == config and again.keys() == params.keys()
     assert all(np.array_equal(again[k], params[k]) for k in params)
     # The same through a folder on disk, and into a checkpoint of ours.
-    export_hf_folder(Checkpoint(config, params, {}), tmp_path)
+    export_hf_folder(Checkpoint(config, params, CheckpointMeta()), tmp_path)
     folder_config, folder_params = load_hf_folder(tmp_path)
     assert folder_config == config and all(np.array_equal(folder_params[k], params[k]) for k in params)
 
@@ -128,7 +129,7 @@ def test_export_then_import_is_exact(changes, tmp_path):
 def test_bias_free_model_exports_as_the_same_function(tmp_path):
     config = GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=8, bias=False)
     params = init_params(config, seed=4)
-    export_hf_folder(Checkpoint(config, params, {}), tmp_path)
+    export_hf_folder(Checkpoint(config, params, CheckpointMeta()), tmp_path)
     model = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
     tokens = np.arange(16).reshape(2, 8) % 50
     with torch.no_grad():
@@ -140,7 +141,7 @@ def test_bias_free_model_exports_as_the_same_function(tmp_path):
 def bpe_checkpoint():
     tokenizer = train_tokenizer("bpe", TEXTS, vocab_size=300)
     config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16)
-    return Checkpoint(config, init_params(config, seed=5), {"step": 7}, tokenizer.to_json())
+    return Checkpoint(config, init_params(config, seed=5), CheckpointMeta(step=7), tokenizer.to_json())
 
 
 def test_exported_checkpoint_generates_in_transformers(bpe_checkpoint, backends, tmp_path):
@@ -184,13 +185,13 @@ def test_char_tokenizer_is_refused(tmp_path):
     tokenizer = train_tokenizer("char", TEXTS)
     config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8)
     with pytest.raises(ValueError, match="byte-level BPE only"):
-        export_hf_folder(Checkpoint(config, init_params(config), {}, tokenizer.to_json()), tmp_path)
+        export_hf_folder(Checkpoint(config, init_params(config), CheckpointMeta(), tokenizer.to_json()), tmp_path)
 
 
 def test_backward_model_is_refused(tmp_path):
     config = GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=8)
     with pytest.raises(ValueError, match="needs a forward model.*train one without --reverse"):
-        export_hf_folder(Checkpoint(config, init_params(config), {"direction": "backward"}), tmp_path)
+        export_hf_folder(Checkpoint(config, init_params(config), CheckpointMeta(direction="backward")), tmp_path)
     assert not any(tmp_path.iterdir())  # refused before writing anything
 
 

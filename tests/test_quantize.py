@@ -27,6 +27,7 @@ from core.model import reference
 from core.model.config import GPTConfig
 from core.model.params import init_params
 from core.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from core.train.meta import CheckpointMeta
 
 # The shapes of tests/test_interop.py's model, so tinygrad reuses kernels compiled there.
 CONFIG = GPTConfig(vocab_size=97, block_size=24, n_layer=2, n_head=4, n_embd=32)
@@ -136,11 +137,12 @@ def test_backends_agree_on_the_quantized_model(quantized, backends):
 def test_quantized_checkpoint_is_small_and_generates(tmp_path):
     tokenizer = train_tokenizer("bpe", ["def f(x):\n    return x * 2\n"] * 20, vocab_size=300)
     config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=4, n_embd=64)
-    save_checkpoint(tmp_path / "f32", Checkpoint(config, random_params(config), {"step": 3}, tokenizer.to_json()))
+    f32 = Checkpoint(config, random_params(config), CheckpointMeta(step=3), tokenizer.to_json())
+    save_checkpoint(tmp_path / "f32", f32)
     source = load_checkpoint(tmp_path / "f32")
     save_checkpoint(tmp_path / "int8", quantize_checkpoint(source))
     loaded = load_checkpoint(tmp_path / "int8")
-    assert loaded.meta["quantization"] == "int8" and loaded.step == 3
+    assert loaded.meta.quantization == "int8" and loaded.step == 3
     assert loaded.params["wte" + INT8].dtype == np.int8 and loaded.tokenizer_json == source.tokenizer_json
     size = {name: (tmp_path / name / "model.safetensors").stat().st_size for name in ("f32", "int8")}
     assert size["int8"] <= 0.30 * size["f32"]
@@ -162,11 +164,11 @@ def test_cli_quantize(tmp_path, capsys):
 
     tokenizer = train_tokenizer("char", ["abcabc"])
     config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=16)
-    save_checkpoint(tmp_path / "run" / "checkpoints" / "last", Checkpoint(config, random_params(config), {},
-                                                                          tokenizer.to_json()))  # fmt: skip
+    last = Checkpoint(config, random_params(config), CheckpointMeta(), tokenizer.to_json())
+    save_checkpoint(tmp_path / "run" / "checkpoints" / "last", last)
     assert cli.main(["quantize", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "q")]) == 0
     assert "of the float32" in capsys.readouterr().out
-    assert load_checkpoint(tmp_path / "q").meta["quantization"] == "int8"
+    assert load_checkpoint(tmp_path / "q").meta.quantization == "int8"
     generate_args = ["generate", "--checkpoint", str(tmp_path / "q"), "--prompt", "ab", "--max-new-tokens", "4"]
     assert cli.main([*generate_args, "--backend", "torch"]) == 0
     assert cli.main([*generate_args, "--backend", "tinygrad", "--dtype", "bfloat16"]) == 2

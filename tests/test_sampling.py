@@ -8,7 +8,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from core.generate.sampling import SamplingConfig, entropy, sample, sample_with_stats, sampling_probs, softmax
+from core.generate.sampling import SamplingConfig, sample, sample_with_stats, sampling_probs
+from core.model.softmax import entropy, softmax
 
 # Logits (B, V) with moderate values; ties are allowed and do occur (the elements are drawn from a
 # small grid half of the time).

@@ -11,11 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.data.direction import BACKWARD, FORWARD, direction_of, require_direction, to_model_order
+from core.data.direction import BACKWARD, FORWARD, require_direction, to_model_order
 from core.data.tokenizer import CharTokenizer
 from core.evaluate.perplexity import evaluate_texts
 from core.evaluate.scoring import score_sequences, score_texts, score_windows, stride_windows
 from core.model import reference
+from core.train.meta import CheckpointMeta
 from tests.analysis_helpers import CONFIG, MODEL, ReferenceModel
 
 
@@ -106,9 +107,10 @@ def test_a_backward_model_is_a_forward_model_on_reversed_tokens(ids, stride):
 
 
 def test_direction_helpers():
-    assert direction_of({}) == FORWARD and direction_of({"direction": "backward"}) == BACKWARD
+    assert CheckpointMeta.from_json({}).direction == FORWARD
+    assert CheckpointMeta.from_json({"direction": "backward"}).direction == BACKWARD
     assert to_model_order([1, 2, 3], BACKWARD) == [3, 2, 1] and to_model_order([1, 2], FORWARD) == [1, 2]
     with pytest.raises(ValueError, match="direction='sideways'"):
-        direction_of({"direction": "sideways"})
+        CheckpointMeta.from_json({"direction": "sideways"})
     with pytest.raises(ValueError, match="needs a backward model.*train --reverse"):
-        require_direction({}, BACKWARD, "lambada --reverse")
+        require_direction(FORWARD, BACKWARD, "lambada --reverse")

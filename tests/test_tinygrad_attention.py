@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 tg_model = pytest.importorskip("backends.tinygrad.model")
 from tinygrad import Tensor  # noqa: E402
 
-from core.model.reference import softmax  # noqa: E402
+from core.model.softmax import softmax  # noqa: E402
 
 
 def numpy_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool) -> np.ndarray:

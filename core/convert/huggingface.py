@@ -37,6 +37,7 @@ from core.data.tokenizer import EOT, tokenizer_from_json
 from core.model.config import GPTConfig
 from core.model.params import check_params, param_shapes
 from core.train.checkpoint import Checkpoint
+from core.train.meta import CheckpointMeta
 
 PREFIX = "transformer."  # GPT2LMHeadModel's prefix for everything but lm_head
 MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers, not parameters
@@ -209,7 +210,7 @@ def import_hf_folder(path: str | Path) -> tuple[Checkpoint, str]:
     folder = Path(path)
     config, params = load_hf_folder(folder)
     tokenizer_json, note = _tokenizer_from_hf_folder(folder, config.vocab_size)
-    meta = {"step": 0, "imported_from": str(folder), "source": "huggingface GPT2LMHeadModel"}
+    meta = CheckpointMeta(imported_from=str(folder), source="huggingface GPT2LMHeadModel")
     return Checkpoint(config, params, meta, tokenizer_json), note
 
 
@@ -218,7 +219,7 @@ def export_hf_folder(checkpoint: Checkpoint, out_dir: str | Path) -> Path:
     checkpoint has a byte-level BPE tokenizer, tokenizer.json + tokenizer_config.json +
     special_tokens_map.json. An int8 checkpoint is dequantized (Hugging Face's GPT-2 is float).
     A backward model (`train --reverse`) is refused: `generate` would feed it text left to right."""
-    require_direction(checkpoint.meta, FORWARD, "export-hf (Hugging Face generates left to right)")
+    require_direction(checkpoint.meta.direction, FORWARD, "export-hf (Hugging Face generates left to right)")
     tokenizer = tokenizer_from_json(checkpoint.tokenizer_json) if checkpoint.tokenizer_json else None
     if tokenizer is not None and tokenizer.kind != "bpe":
         raise ValueError(

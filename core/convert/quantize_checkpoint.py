@@ -13,11 +13,10 @@ from core.train.checkpoint import Checkpoint
 
 def quantize_checkpoint(checkpoint: Checkpoint, embeddings: bool = True) -> Checkpoint:
     """An inference-only `Checkpoint` with int8 weights; meta.json records `"quantization": "int8"`."""
-    if checkpoint.meta.get("quantization"):
-        raise ValueError(f"checkpoint {checkpoint.path} is already quantized ({checkpoint.meta['quantization']})")
+    if checkpoint.meta.quantization:
+        raise ValueError(f"checkpoint {checkpoint.path} is already quantized ({checkpoint.meta.quantization})")
     params = quantize_params(checkpoint.params, embeddings=embeddings)
-    meta = {k: v for k, v in checkpoint.meta.items() if k not in ("format_version", "saved_at", "model_config")}
-    meta.update(
+    meta = checkpoint.meta.replace(
         quantization="int8",
         quantized_modules=len(quantized_modules(params)),
         quantized_embeddings=embeddings,

@@ -27,17 +27,8 @@ FORWARD, BACKWARD = "forward", "backward"
 DIRECTIONS = (FORWARD, BACKWARD)
 
 
-def direction_of(meta: dict) -> str:
-    """The direction recorded in a checkpoint's meta (forward when none is recorded)."""
-    direction = meta.get("direction", FORWARD)
-    if direction not in DIRECTIONS:
-        raise ValueError(f"checkpoint meta has direction={direction!r}: expected one of {', '.join(DIRECTIONS)}")
-    return direction
-
-
-def require_direction(meta: dict, wanted: str, what: str, path: object = "") -> None:
-    """Raise ValueError unless the checkpoint's direction is `wanted`; `what` names the task."""
-    have = direction_of(meta)
+def require_direction(have: str, wanted: str, what: str, path: object = "") -> None:
+    """Raise ValueError unless a checkpoint's direction `have` is `wanted`; `what` names the task."""
     if have == wanted:
         return
     fix = "train one with `train --reverse`" if wanted == BACKWARD else "train one without --reverse"

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.evaluate.metrics import log_softmax
 from core.model.interface import IGNORE_INDEX
+from core.model.softmax import entropy, log_softmax
 
 MASK_FRACTION = 0.15  # positions chosen per window
 REPLACE_WITH_MASK, REPLACE_WITH_RANDOM = 0.8, 0.1  # of the chosen; the remaining 0.1 stay unchanged
@@ -52,9 +52,9 @@ def fill_masks(logits: np.ndarray, inputs: np.ndarray, mask_id: int, top_k: int 
     for position in np.nonzero(np.asarray(inputs) == mask_id)[0]:
         probs = np.exp(log_probs[position])
         best = np.argsort(-probs, kind="stable")[:top_k]
-        entropy = float(-(probs * log_probs[position]).sum())
+        spread = float(entropy(probs))
         results.append(
-            {"position": int(position), "candidates": [(int(t), float(probs[t])) for t in best], "entropy": entropy}
+            {"position": int(position), "candidates": [(int(t), float(probs[t])) for t in best], "entropy": spread}
         )
     return results
 

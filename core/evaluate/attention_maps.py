@@ -14,7 +14,9 @@ import numpy as np
 
 from core.data.direction import FORWARD, to_model_order
 from core.data.tokenizer import Tokenizer
+from core.model.context import crop_context
 from core.model.interface import Model
+from core.model.softmax import entropy
 
 
 @dataclass
@@ -31,12 +33,12 @@ class Attention:
         rows = []
         for layer, heads in enumerate(self.maps):
             for head, w in enumerate(heads):
-                entropy = -(w * np.log(np.where(w > 0, w, 1.0))).sum(axis=-1)
+                spread = entropy(w)  # (T,) per query row
                 rows.append(
                     {
                         "layer": layer,
                         "head": head,
-                        "entropy": float(entropy[1:].mean()) if T > 1 else 0.0,
+                        "entropy": float(spread[1:].mean()) if T > 1 else 0.0,
                         "previous_token": float(np.diagonal(w, offset=-1).mean()) if T > 1 else 0.0,
                         "first_token": float(w[1:, 0].mean()) if T > 1 else 1.0,
                         "mean_distance": float((w * np.maximum(distance, 0)).sum(axis=-1).mean()),
@@ -50,9 +52,7 @@ def attention_for_prompt(model: Model, tokenizer: Tokenizer, prompt: str, direct
     if not prompt:
         raise ValueError("the prompt is empty: pass --prompt with some text")
     ids = to_model_order(tokenizer.encode(prompt), direction)
-    block = model.config.block_size
-    cropped = max(0, len(ids) - block)
-    ids = ids[cropped:]
+    ids, cropped = crop_context(ids, model.config.block_size)
     maps = model.attention_maps(np.array([ids], dtype=np.int64))
     return Attention([tokenizer.decode([i]) for i in ids], [m[0] for m in maps], cropped)
 

@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from core.data.direction import BACKWARD, FORWARD, direction_of, require_direction, to_model_order
+from core.data.direction import BACKWARD, FORWARD, require_direction, to_model_order
 from core.generate.session import Session
 from core.model.interface import Backend
 
@@ -25,7 +25,7 @@ def open_model(backend: Backend, checkpoint: str, step: str = "best", causal_onl
             f"{session.checkpoint.path} is a masked-token model (causal=False): this command scores next-token "
             "predictions; use a model trained without --objective mlm"
         )
-    direction = direction_of(session.checkpoint.meta)
+    direction = session.checkpoint.meta.direction
     print(f"checkpoint {session.checkpoint.path} (step {session.checkpoint.step}, {direction} model)")
     return session, direction
 
@@ -65,7 +65,7 @@ def evaluate(
     from core.plots.analysis import plot_perplexity_histogram, plot_token_probability_distribution
 
     session, direction = open_model(backend, checkpoint, step)
-    val_of = session.checkpoint.meta.get("run_settings", {}).get("data")
+    val_of = session.checkpoint.meta.run_settings.get("data")
     seqs = load_sequences(data, unit, max_tokens, session.tokenizer, val_of=val_of)
     print(f"data: {seqs.description}")
     result = evaluate_texts(
@@ -163,7 +163,7 @@ def lambada(
     session, direction = open_model(backend, checkpoint, step)
     wanted = BACKWARD if reverse else FORWARD
     task = "lambada --reverse (predicting the first word)" if reverse else "lambada (predicting the last word)"
-    require_direction(session.checkpoint.meta, wanted, task, session.checkpoint.path)
+    require_direction(session.checkpoint.meta.direction, wanted, task, session.checkpoint.path)
     if (data is None) == (from_text is None):
         raise ValueError("pass exactly one of --data F.jsonl (a 'text' field per line) or --from-text FILE")
     texts = read_jsonl(data) if data else passages_from_text(_read_text(None, from_text), passages, words)
@@ -197,8 +197,8 @@ def bidirectional(
 
     fwd, _ = open_model(backend, forward, step)
     bwd, _ = open_model(backend, backward, step)
-    require_direction(fwd.checkpoint.meta, FORWARD, "--forward", fwd.checkpoint.path)
-    require_direction(bwd.checkpoint.meta, BACKWARD, "--backward", bwd.checkpoint.path)
+    require_direction(fwd.checkpoint.meta.direction, FORWARD, "--forward", fwd.checkpoint.path)
+    require_direction(bwd.checkpoint.meta.direction, BACKWARD, "--backward", bwd.checkpoint.path)
     if fwd.checkpoint.tokenizer_json != bwd.checkpoint.tokenizer_json:
         raise ValueError(
             f"the two checkpoints use different tokenizers ({fwd.tokenizer!r} vs {bwd.tokenizer!r}): "
@@ -247,8 +247,9 @@ def codecheck(
     from core.model.params import init_params
 
     session, _ = open_model(backend, checkpoint, step)
-    require_direction(session.checkpoint.meta, FORWARD, "codecheck (completing functions)", session.checkpoint.path)
-    trained_on = session.checkpoint.meta.get("run_settings", {}).get("data")
+    task = "codecheck (completing functions)"
+    require_direction(session.checkpoint.meta.direction, FORWARD, task, session.checkpoint.path)
+    trained_on = session.checkpoint.meta.run_settings.get("data")
     if trained_on != data:
         print(
             f"note: the checkpoint was trained on {trained_on or 'the built-in corpus'}, "

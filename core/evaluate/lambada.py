@@ -39,6 +39,7 @@ import numpy as np
 from core.data.direction import BACKWARD, FORWARD
 from core.data.tokenizer import Tokenizer
 from core.evaluate.scoring import score_windows
+from core.model.context import crop_context
 from core.model.interface import IGNORE_INDEX, Model
 
 CONTEXT_BUCKETS = (0, 16, 32, 64, 128, 256, 512)  # left edges, in context tokens
@@ -141,7 +142,7 @@ def score_examples(
         else:
             tgt_read = tgt
         seq = [tokenizer.eot_id, *ctx, *tgt_read]
-        seq = seq[-(block + 1) :]  # crop the context from the far end, keeping the whole target
+        seq, _ = crop_context(seq, block + 1)  # inputs and targets: the far end of the context goes, the target stays
         inputs = np.array(seq[:-1], dtype=np.int64)
         targets = np.full(len(inputs), IGNORE_INDEX, dtype=np.int64)
         targets[-len(tgt) :] = tgt_read

@@ -12,13 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from core.model.interface import IGNORE_INDEX, Model
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Log-probabilities over the last axis, computed in float64 and shifted so exp never overflows."""
-    x = np.asarray(logits, dtype=np.float64)
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+from core.model.softmax import log_softmax
 
 
 def token_scores(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

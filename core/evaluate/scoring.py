@@ -16,7 +16,7 @@ goes through here, so all of them agree on what a score is:
   two up to `block_size`), with the last batch padded with dummy rows: right padding changes
   nothing before it (attention is causal), and fixed shapes let tinygrad compile once per shape.
 - Log-probabilities and entropies come from the float32 logits in float64 numpy, computed as
-  `core.evaluate.metrics.log_softmax` does; ranks and argmax from the logits themselves (same order).
+  `core.model.softmax.log_softmax` does; ranks and argmax from the logits themselves (same order).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from core.data.direction import FORWARD, to_model_order
 from core.model.interface import IGNORE_INDEX, Model
+from core.model.softmax import entropy_from_parts, softmax_parts
 
 
 @dataclass
@@ -135,17 +136,13 @@ def _plan_batches(windows, batch_size: int, block: int) -> list[tuple[int, list[
 
 def _score_batch(logits: np.ndarray, targets: np.ndarray) -> TokenScores:
     """Scores of targets (B, T) under logits (B, T, V), as (B, T) arrays (ignored targets read id 0)."""
-    # log_softmax as core.evaluate.metrics computes it (float64, max subtracted), in as few passes over the
-    # (B, T, V) array as possible: this numpy work costs more than a small model's forward pass.
+    # The exponentials are computed once (core.model.softmax) and shared by the log-probability and the
+    # entropy: this numpy work costs more than a small model's forward pass.
     logits = np.asarray(logits, dtype=np.float32)
-    shifted = logits.astype(np.float64)
-    shifted -= shifted.max(axis=-1, keepdims=True)
-    e = np.exp(shifted)
-    z = e.sum(axis=-1)
-    log_z = np.log(z)
+    shifted, e, z = softmax_parts(logits)  # (B, T, V), (B, T, V), (B, T)
     safe = np.maximum(targets, 0)[..., None]
-    logprob = np.take_along_axis(shifted, safe, axis=-1)[..., 0] - log_z  # (B, T)
-    entropy = log_z - np.einsum("btv,btv->bt", e, shifted) / z  # -sum p ln p with p = e / z
+    logprob = np.take_along_axis(shifted, safe, axis=-1)[..., 0] - np.log(z)  # (B, T)
+    entropy = entropy_from_parts(shifted, e, z)  # (B, T)
     # Order is the same in the float32 logits as in the float64 log-probabilities.
     rank = (logits > np.take_along_axis(logits, safe, axis=-1)).sum(axis=-1)
     correct = logits.argmax(axis=-1) == targets

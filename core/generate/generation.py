@@ -29,6 +29,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from core.generate.sampling import SamplingConfig, sample, sample_with_stats
+from core.model.context import crop_context
 from core.model.interface import Model
 
 TokenCallback = Callable[[int, int], None]  # on_token(row, token_id)
@@ -92,7 +93,7 @@ def generate(
     """
     config = SamplingConfig(temperature, top_k, top_p)  # validates the three settings
     vocab_size, block = model.config.vocab_size, model.config.block_size
-    rows = [row[-block:] for row in _check_prompts(prompts, vocab_size)]
+    rows = [crop_context(row, block)[0] for row in _check_prompts(prompts, vocab_size)]
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int | np.integer) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} is invalid: use a non-negative integer")
     if stop_token is not None and not 0 <= stop_token < vocab_size:
@@ -191,15 +192,14 @@ def generate_text(
     block = model.config.block_size
     ids: list[list[int]] = []
     for i, text in enumerate(prompts):
-        row = tokenizer.encode(text) if text else [tokenizer.eot_id]
-        if len(row) > block:
+        row, dropped = crop_context(tokenizer.encode(text) if text else [tokenizer.eot_id], block)
+        if dropped:
             warnings.warn(
                 PromptTruncatedWarning(
-                    f"prompt {i} has {len(row)} tokens, more than block_size={block}: using its last {block}"
+                    f"prompt {i} has {len(row) + dropped} tokens, more than block_size={block}: using its last {block}"
                 ),
                 stacklevel=2,
             )
-            row = row[-block:]
         ids.append(row)
     stop = tokenizer.eot_id if stop_token == "eot" else stop_token
     result = generate(

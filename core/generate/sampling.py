@@ -22,6 +22,8 @@ from numbers import Real
 
 import numpy as np
 
+from core.model.softmax import entropy, softmax
+
 Generators = np.random.Generator | Sequence[np.random.Generator]
 
 
@@ -80,20 +82,6 @@ def _check_logits(logits: np.ndarray) -> np.ndarray:
     if np.isneginf(x.max(axis=-1)).any():
         raise ValueError("a row of logits is entirely -inf: no token can be chosen")
     return x
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Probabilities along the last axis in float64; -inf logits get probability exactly 0."""
-    x = np.asarray(logits, dtype=np.float64)
-    e = np.exp(x - x.max(axis=-1, keepdims=True))  # subtracting the max keeps exp from overflowing
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def entropy(probs: np.ndarray) -> np.ndarray:
-    """Entropy in nats along the last axis, with 0 * log 0 taken as 0."""
-    p = np.asarray(probs, dtype=np.float64)
-    logp = np.log(np.where(p > 0, p, 1.0))  # log(1) = 0 where p = 0, so those terms vanish
-    return -(p * logp).sum(axis=-1)
 
 
 def sampling_probs(logits: np.ndarray, config: SamplingConfig) -> np.ndarray:

@@ -18,8 +18,9 @@ from core.data.tokenizer import Tokenizer, tokenizer_from_json
 from core.generate.generation import TokenCallback, generate
 from core.generate.sampling import SamplingConfig
 from core.model.config import TrainConfig
+from core.model.context import crop_context
 from core.model.interface import Backend, Model
-from core.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
+from core.train.checkpoint import Checkpoint, list_checkpoints, load_best_or_last
 
 
 @dataclass
@@ -49,14 +50,14 @@ class Session:
     @classmethod
     def open(cls, backend: Backend, path: str | Path, which: str | int = "best", dtype: str = "float32") -> Session:
         """Load a checkpoint (float32 or int8) on `backend`; `dtype` is the compute precision (TrainConfig.dtype)."""
-        checkpoint = _load_with_fallback(path, which)
+        checkpoint = load_best_or_last(path, which)
         if checkpoint.tokenizer_json is None:
             raise ValueError(f"checkpoint {checkpoint.path} has no tokenizer.json, so text cannot be encoded")
         model = backend.build(checkpoint.config, checkpoint.params, TrainConfig(dtype=dtype))
         return cls(backend, Path(path), checkpoint, model, tokenizer_from_json(checkpoint.tokenizer_json))
 
     def load(self, which: str | int) -> str:
-        self.checkpoint = _load_with_fallback(self.path, which)
+        self.checkpoint = load_best_or_last(self.path, which)
         self.model.load_params(self.checkpoint.params)
         return f"loaded {self.checkpoint.path.name} (step {self.checkpoint.step})"
 
@@ -64,9 +65,9 @@ class Session:
         """Token ids for `prompt` and a note when it had to change: empty -> end-of-text, too long -> tail."""
         ids = self.tokenizer.encode(prompt) if prompt else [self.tokenizer.eot_id]
         block = self.checkpoint.config.block_size
-        if len(ids) >= block:
-            kept = block - 1  # leave room for at least one new token inside the context window
-            return ids[-kept:], f"note: the prompt has {len(ids)} tokens; keeping its last {kept} (block_size {block})"
+        kept, dropped = crop_context(ids, block - 1)  # leave room for at least one new token in the window
+        if dropped:
+            return kept, f"note: the prompt has {len(ids)} tokens; keeping its last {len(kept)} (block_size {block})"
         return ids, None
 
     def generate(self, prompt: str, write: Callable[[str], None] | None = None) -> tuple[str, list[dict]]:
@@ -110,16 +111,6 @@ class Session:
             on_token=on_token,
         )
         return outputs[0], stats[0]
-
-
-def _load_with_fallback(path: str | Path, which: str | int) -> Checkpoint:
-    """`best` falls back to `last` for runs too short to have evaluated."""
-    try:
-        return load_checkpoint(path, which)
-    except FileNotFoundError:
-        if which != "best":
-            raise
-        return load_checkpoint(path, "last")
 
 
 def format_stats(stats: list[dict]) -> str:

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from core.model.config import GPTConfig
+from core.model.softmax import log_softmax, softmax
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, eps: float) -> np.ndarray:
@@ -29,11 +30,6 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, eps: 
 def gelu(x: np.ndarray) -> np.ndarray:
     """GELU with the tanh approximation, the one GPT-2 was trained with."""
     return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-
-
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))  # subtract the max so exp never overflows
-    return e / e.sum(axis=axis, keepdims=True)
 
 
 def linear(x: np.ndarray, p: dict[str, np.ndarray], name: str) -> np.ndarray:
@@ -54,7 +50,7 @@ def attention(config: GPTConfig, p: dict[str, np.ndarray], i: int, x: np.ndarray
     if config.causal:  # position t may not look at t+1, t+2, ...
         future = np.triu(np.ones((T, T), dtype=bool), k=1)
         scores = np.where(future, -np.inf, scores)
-    weights = softmax(scores, axis=-1)  # (B, H, T, T), each row sums to 1
+    weights = softmax(scores)  # (B, H, T, T), each row sums to 1
     y = weights @ v  # (B, H, T, D)
     y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, H, T, D) -> (B, T, C): heads side by side
     return linear(y, p, f"h.{i}.attn.c_proj"), weights
@@ -99,8 +95,7 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray, ignore_index: int = -
     logits = np.asarray(logits, dtype=np.float64)
     targets = np.asarray(targets)
     keep = targets != ignore_index
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    log_probs = log_softmax(logits)
     picked = np.take_along_axis(log_probs, np.where(keep, targets, 0)[..., None], axis=-1)[..., 0]
     return float(-(picked * keep).sum() / max(int(keep.sum()), 1))
 

@@ -6,8 +6,8 @@ A checkpoint is a folder:
                             or int8 weights with scales (`core/convert/quantize.py`, meta has "quantization")
     optimizer.safetensors   AdamW state (`step`, `exp_avg.*`, `exp_avg_sq.*`), only where training can resume
     tokenizer.json          the tokenizer, so text goes in and out exactly as in training
-    meta.json               format version, model and training config, step, tokens seen, losses,
-                            time, and the backend and library versions that wrote it
+    meta.json               format version, time, model config and `core.train.meta.CheckpointMeta`:
+                            training config, step, tokens seen, losses, backend and library versions
 
 A run folder holds `checkpoints/last`, `checkpoints/best` and `checkpoints/step-NNNNNN`. Every
 checkpoint is written to a temporary folder and renamed into place, so a crash mid-write leaves the
@@ -30,6 +30,7 @@ from safetensors.numpy import load_file, save_file
 
 from core.convert.quantize import check_model_params
 from core.model.config import GPTConfig, TrainConfig
+from core.train.meta import FILE_KEYS, CheckpointMeta
 
 FORMAT_VERSION = 1
 MODEL_FILE, OPTIMIZER_FILE, TOKENIZER_FILE, META_FILE = (
@@ -44,18 +45,18 @@ MODEL_FILE, OPTIMIZER_FILE, TOKENIZER_FILE, META_FILE = (
 class Checkpoint:
     config: GPTConfig
     params: dict[str, np.ndarray]
-    meta: dict
+    meta: CheckpointMeta
     tokenizer_json: str | None = None
     optimizer_state: dict[str, np.ndarray] | None = None
     path: Path | None = field(default=None, compare=False)
 
     @property
     def step(self) -> int:
-        return int(self.meta.get("step", 0))
+        return self.meta.step
 
     @property
     def train_config(self) -> TrainConfig | None:
-        values = self.meta.get("train_config")
+        values = self.meta.train_config
         return TrainConfig(**values) if values else None
 
 
@@ -74,7 +75,7 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
         meta = {
             "format_version": FORMAT_VERSION,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **checkpoint.meta,
+            **checkpoint.meta.to_json(),
             "model_config": checkpoint.config.to_dict(),
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -135,6 +136,7 @@ def load_checkpoint(path: str | Path, which: str | int = "last", optimizer: bool
         if meta.get("format_version", 0) > FORMAT_VERSION:
             raise ValueError(f"format version {meta['format_version']} is newer than this code ({FORMAT_VERSION})")
         config = GPTConfig.from_dict(meta["model_config"])
+        run_meta = CheckpointMeta.from_json({k: v for k, v in meta.items() if k not in FILE_KEYS})
         params = load_file(str(folder / MODEL_FILE))
         check_model_params(config, params)  # float32, or int8 pairs (core/convert/quantize.py)
         state = load_file(str(folder / OPTIMIZER_FILE)) if optimizer and (folder / OPTIMIZER_FILE).exists() else None
@@ -143,4 +145,14 @@ def load_checkpoint(path: str | Path, which: str | int = "last", optimizer: bool
         raise ValueError(f"checkpoint {folder} is corrupt or incomplete ({err}): retrain or pick another") from None
     if optimizer and state is None:
         raise ValueError(f"checkpoint {folder} has no optimizer state, so training cannot resume from it: use `last`")
-    return Checkpoint(config, params, meta, tokenizer, state, folder)
+    return Checkpoint(config, params, run_meta, tokenizer, state, folder)
+
+
+def load_best_or_last(path: str | Path, which: str | int = "best") -> Checkpoint:
+    """`load_checkpoint` for using a model: `best` falls back to `last` for a run too short to have evaluated."""
+    try:
+        return load_checkpoint(path, which)
+    except FileNotFoundError:
+        if which != "best":
+            raise
+        return load_checkpoint(path, "last")

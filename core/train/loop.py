@@ -30,6 +30,7 @@ from core.model.config import GPTConfig, TrainConfig
 from core.model.interface import Backend, Model
 from core.model.params import init_params
 from core.train.checkpoint import Checkpoint, list_checkpoints, save_checkpoint
+from core.train.meta import CheckpointMeta
 from core.train.schedule import learning_rate
 
 
@@ -91,7 +92,7 @@ def train(
     data: Dataset,
     run_dir: str | Path,
     resume: Checkpoint | None = None,
-    meta: dict | None = None,
+    meta: CheckpointMeta | None = None,
     sample: Callable[[Model, int], str] | None = None,
     log: Callable[[str], None] = tqdm.write,
     progress: bool = True,
@@ -115,7 +116,7 @@ def train(
     start, best_val = 0, math.inf
     if resume is not None:
         model.load_optimizer_state(resume.optimizer_state)
-        start, best_val = resume.step, float(resume.meta.get("best_val_loss", math.inf))
+        start, best_val = resume.step, float(resume.meta.best_val_loss)
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics = MetricsLog(run_dir / "metrics.jsonl", start if resume else None)
@@ -128,18 +129,17 @@ def train(
     result = TrainResult(steps_done=start, stopped="finished", best_val_loss=best_val, run_dir=run_dir)
 
     def checkpoint(step: int, name: str, val: dict, with_optimizer: bool) -> None:
-        record = {
-            **(meta or {}),
-            "step": step,
-            "tokens_seen": step * tokens_per_step,
-            "val_loss": val.get("loss"),
-            "best_val_loss": best_val,
-            "train_config": tc.to_dict(),
-            "world_size": world,
-            "backend": backend.name,
-            "device": backend.device,
-            "versions": backend.versions(),
-        }
+        record = (meta or CheckpointMeta()).replace(
+            step=step,
+            tokens_seen=step * tokens_per_step,
+            val_loss=val.get("loss"),
+            best_val_loss=best_val,
+            train_config=tc.to_dict(),
+            world_size=world,
+            backend=backend.name,
+            device=backend.device,
+            versions=backend.versions(),
+        )
         state = model.optimizer_state() if with_optimizer else None
         weights = Checkpoint(config, model.params(), record, data.tokenizer.to_json(), state)
         save_checkpoint(run_dir / "checkpoints" / name, weights)

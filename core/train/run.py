@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.data.dataset import check_length, prepare_dataset
+from core.data.direction import BACKWARD, FORWARD
 from core.data.tokenizer import tokenizer_from_json
 from core.evaluate.metrics import unigram_loss
 from core.model.config import GPTConfig, TrainConfig
@@ -21,6 +22,7 @@ from core.plots.training_curve import plot_training_curve
 from core.train.checkpoint import Checkpoint
 from core.train.explain import explain
 from core.train.loop import train
+from core.train.meta import CheckpointMeta
 
 
 @dataclass
@@ -114,12 +116,12 @@ def run_training(
         print(explain(config, tc, data.tokenizer.kind, len(data.train)))
 
     resume_command = f"python {Path(sys.argv[0]).name} --backend {backend.name} --resume {run_dir}"
-    meta = {
-        "run_settings": {"data": settings.data, "tokenizer": settings.tokenizer, "max_data_mb": settings.max_data_mb},
-        "corpus": data.description,
-        "resume_command": resume_command,
-        "direction": "backward" if settings.reverse else "forward",
-    }
+    meta = CheckpointMeta(
+        run_settings={"data": settings.data, "tokenizer": settings.tokenizer, "max_data_mb": settings.max_data_mb},
+        corpus=data.description,
+        resume_command=resume_command,
+        direction=BACKWARD if settings.reverse else FORWARD,
+    )
     # A bidirectional model fills masks (predict-masked); it does not continue text.
     sample = None if tc.objective == "mlm" else make_sampler(data.tokenizer, sample_tokens, tc.seed, settings.reverse)
     result = train(backend, config, tc, data, run_dir, resume=resume, meta=meta, sample=sample, progress=progress)
