@@ -80,16 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="a text file, a folder of text files, 'synthetic', or nothing: the Python standard library's source",
     )
     t.add_argument("--max-data-mb", type=float, default=None, help="use at most this many MB of the corpus")
-    t.add_argument("--tokenizer", choices=["bpe", "char"], default="bpe", help="byte-level BPE or characters")
+    t.add_argument("--tokenizer", choices=["bpe", "char"], default=None, help="byte-level BPE (default) or characters")
     t.add_argument(
         "--out", default=None, help="run folder for checkpoints, metrics and plots (default: runs/<backend>-<time>)"
     )
-    t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in this folder where it stopped")
+    t.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in this folder (or its checkpoints/last) where it stopped, same settings")
+    t.add_argument("--extend-steps", type=int, default=None, metavar="N",
+                   help="with --resume: train N steps more than planned (the learning rate then holds at min_lr)")
     t.add_argument("--devices", default=None, metavar="DEV,DEV",
                    help="tinygrad: train data-parallel over these devices in one process, e.g. CPU:0,CPU:1 or "
                    "CUDA:0,CUDA:1 (torch: use torchrun --nproc_per_node=N)")
     t.add_argument("--explain", action="store_true", help="print what each stage does, with this run's shapes")
-    t.add_argument("--reverse", action="store_true", help="train a backward model: every token stream reversed")
+    t.add_argument("--reverse", action="store_true", default=None,
+                   help="train a backward model: every token stream reversed")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     t.add_argument("--sample-tokens", type=int, default=48, help="tokens in the sample shown at each evaluation")
     add_dataclass_flags(t, GPTConfig)
@@ -236,32 +240,43 @@ def make_backend(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from core.train import resume as resuming
     from core.train.checkpoint import load_checkpoint
     from core.train.run import DataSettings, check_writable, run_training
 
-    resume = load_checkpoint(args.resume, "last", optimizer=True) if args.resume else None
-    if resume is not None:  # the run's own settings, with only --steps and friends overridable
-        saved = resume.meta.run_settings
+    if args.extend_steps is not None and not args.resume:
+        raise ValueError("--extend-steps continues a run: pass it with --resume RUN_DIR")
+    if args.resume:  # the same run continued: its own settings, only evaluation flags may change
+        run_dir = resuming.run_dir_of(args.resume)
+        resume = load_checkpoint(run_dir, resuming.checkpoint_name(args.resume), optimizer=True)
+        data_given = {k: v for k, v in dict(data=args.data, tokenizer=args.tokenizer, max_data_mb=args.max_data_mb,
+                                            reverse=args.reverse).items() if v is not None}
+        saved = resuming.check_run_settings(resume, data_given)
         settings = DataSettings(saved["data"], saved["tokenizer"], resume.config.vocab_size, saved["max_data_mb"],
-                                reverse=resume.meta.direction == "backward")
+                                reverse=saved["reverse"])
         model_given = given(args, GPTConfig)
         if model_given and resume.config.replace(**model_given) != resume.config:
             raise ValueError(f"--resume refuses a different model config: {resume.config} vs flags {model_given}")
-        train_config = TrainConfig(**{**resume.meta.train_config, **given(args, TrainConfig)})
-        model_fields, run_dir = None, Path(args.resume)
+        train_config = resuming.resume_train_config(resume, given(args, TrainConfig), args.extend_steps)
+        model_fields = None
     else:
+        resume = None
         preset = args.preset or DEFAULT_PRESET
         if preset not in RUN_PRESETS:
             raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(RUN_PRESETS)}")
         train_defaults = DEFAULT_TRAIN if preset == DEFAULT_PRESET else {}
         train_config = TrainConfig(**{**train_defaults, **given(args, TrainConfig)})
-        settings = DataSettings(args.data, args.tokenizer, args.vocab_size or 8192, args.max_data_mb, args.reverse)
+        settings = DataSettings(args.data, args.tokenizer or "bpe", args.vocab_size or 8192, args.max_data_mb,
+                                bool(args.reverse))
         model_fields = {**RUN_PRESETS[preset], **given(args, GPTConfig)}
         model_fields.pop("vocab_size", None)  # the tokenizer decides it (--vocab-size sizes the tokenizer)
         backend_name = args.backend or os.environ.get("GPT_BACKEND", "tinygrad")
         run_dir = Path(args.out or f"runs/{backend_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        resuming.check_new_run_dir(run_dir)  # before anything is written: an existing run stays whole
     check_writable(run_dir)
     backend = make_backend(args)
+    if resume is not None:
+        resuming.check_world_size(resume, backend.world_size)
     return run_training(backend, model_fields, train_config, settings, run_dir, resume, args.explain,
                         not args.no_progress, args.sample_tokens)
 
@@ -360,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(0, "train")  # training is the default command
     args = build_parser().parse_args(argv)
     from core.model.interface import SetupError
+    from core.train.durable import SaveError
 
     try:
         if args.command in ANALYSIS_COMMANDS:
@@ -369,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "predict-masked":
             return run_predict_masked(args)
         return run_train(args) if args.command == "train" else run_generate(args)
-    except (ValueError, FileNotFoundError, NotImplementedError, SetupError) as err:
+    except (ValueError, FileNotFoundError, NotImplementedError, SetupError, SaveError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -95,7 +95,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt, "save_file", crash)
+    monkeypatch.setattr(ckpt, "save", crash)
     with pytest.raises(OSError):
         save_checkpoint(tmp_path / "last", make(2))
     assert load_checkpoint(tmp_path / "last").step == 1

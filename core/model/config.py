@@ -97,6 +97,7 @@ class TrainConfig:
     warmup_steps: int = 100  # linear warmup from 0 to lr
     schedule: str = "cosine"  # decay after warmup: cosine, linear or constant
     steps: int = 2000  # optimizer steps in the run
+    decay_steps: int = 0  # steps the learning rate decays over, warmup included (0: all of --steps); min_lr after
     batch_size: int = 16  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches summed into one optimizer step
     weight_decay: float = 0.1  # decoupled AdamW decay, on 2-D weights only
@@ -120,6 +121,8 @@ class TrainConfig:
             raise ValueError(f"lr={self.lr} is invalid: use a positive learning rate such as 1e-3")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"min_lr={self.min_lr} is invalid: use a value between 0 and lr={self.lr}")
+        if self.decay_steps < 0:
+            raise ValueError(f"decay_steps={self.decay_steps} is invalid: use 0 (all of --steps) or more")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps={self.warmup_steps} is invalid: use 0 or more")
         if self.schedule not in ("cosine", "linear", "constant"):

@@ -10,12 +10,15 @@ A checkpoint is a folder:
                             training config, step, tokens seen, losses, backend and library versions
 
 A run folder holds `checkpoints/last`, `checkpoints/best` and `checkpoints/step-NNNNNN`. Every
-checkpoint is written to a temporary folder and renamed into place, so a crash mid-write leaves the
-previous checkpoint whole. Either backend reads what the other wrote: arrays are plain numpy.
+checkpoint is written to a temporary folder, flushed to disk (`core.train.durable`) and renamed
+into place, so a crash or a power cut mid-write leaves the previous checkpoint whole. meta.json
+records the sha256 of every other file and of itself: a damaged file is a one-line error on load.
+Either backend reads what the other wrote: arrays are plain numpy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load, save
 
 from core.convert.quantize import check_model_params
 from core.model.config import GPTConfig, TrainConfig
+from core.train.durable import SaveError, fsync_dir, write_file
 from core.train.meta import FILE_KEYS, CheckpointMeta
 
 FORMAT_VERSION = 1
@@ -61,38 +65,57 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
-    """Write `checkpoint` to folder `path` atomically (temporary folder, then rename)."""
+    """Write `checkpoint` to folder `path` atomically and durably: a temporary folder whose files and
+    entries are flushed to disk before it is renamed into place; the previous folder is deleted last."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a process killed mid-save
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        save_file({k: np.ascontiguousarray(v) for k, v in checkpoint.params.items()}, str(tmp / MODEL_FILE))
+        files = {MODEL_FILE: save({k: np.ascontiguousarray(v) for k, v in checkpoint.params.items()})}
         if checkpoint.optimizer_state is not None:
-            state = {k: np.ascontiguousarray(v) for k, v in checkpoint.optimizer_state.items()}
-            save_file(state, str(tmp / OPTIMIZER_FILE))
+            files[OPTIMIZER_FILE] = save({k: np.ascontiguousarray(v) for k, v in checkpoint.optimizer_state.items()})
         if checkpoint.tokenizer_json is not None:
-            (tmp / TOKENIZER_FILE).write_text(checkpoint.tokenizer_json)
+            files[TOKENIZER_FILE] = checkpoint.tokenizer_json.encode()
         meta = {
             "format_version": FORMAT_VERSION,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **checkpoint.meta.to_json(),
             "model_config": checkpoint.config.to_dict(),
+            "checksums": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
         }
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        meta["meta_sha256"] = _meta_digest(meta)  # a flipped bit in meta.json itself is caught too
+        files[META_FILE] = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+        for name, data in files.items():
+            write_file(tmp / name, data)
+        fsync_dir(tmp)
         _replace_dir(tmp, path)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and not isinstance(err, SaveError):
+            raise SaveError(
+                f"could not save checkpoint {path} ({err.strerror or err}): the previous one is kept; "
+                "free some space and --resume the run"
+            ) from None
         raise
     return path
 
 
+def _meta_digest(meta: dict) -> str:
+    """sha256 of meta.json's content without its own digest, in the canonical form it is written in."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, indent=2, sort_keys=True).encode()).hexdigest()
+
+
 def _replace_dir(new: Path, target: Path) -> None:
-    """Move folder `new` to `target`; the old `target` survives as `.old` until the new one is in place."""
+    """Move folder `new` to `target`; the old `target` survives as `.old` until the new one is on disk."""
     old = target.with_name(target.name + ".old")
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
     os.replace(new, target)
+    fsync_dir(target.parent)  # both renames on disk before the old copy goes
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -128,6 +151,14 @@ def list_checkpoints(run_dir: str | Path) -> list[dict]:
     return sorted(found, key=lambda c: (c["step"] or 0, c["name"]))
 
 
+def _read(folder: Path, name: str, checksums: dict) -> bytes:
+    """A file's bytes, checked against the sha256 meta.json recorded for it (where it did)."""
+    data = (folder / name).read_bytes()
+    if name in checksums and hashlib.sha256(data).hexdigest() != checksums[name]:
+        raise ValueError(f"{name} does not match its checksum in {META_FILE} (damaged on disk?)")
+    return data
+
+
 def load_checkpoint(path: str | Path, which: str | int = "last", optimizer: bool = False) -> Checkpoint:
     """Read a checkpoint; a missing, corrupt or truncated one is a ValueError/FileNotFoundError in one line."""
     folder = resolve_checkpoint(path, which)
@@ -135,12 +166,17 @@ def load_checkpoint(path: str | Path, which: str | int = "last", optimizer: bool
         meta = json.loads((folder / META_FILE).read_text())
         if meta.get("format_version", 0) > FORMAT_VERSION:
             raise ValueError(f"format version {meta['format_version']} is newer than this code ({FORMAT_VERSION})")
+        if "meta_sha256" in meta and meta["meta_sha256"] != _meta_digest(meta):
+            raise ValueError(f"{META_FILE} does not match its checksum")
+        checksums = meta.get("checksums", {})  # absent in checkpoints written before checksums
         config = GPTConfig.from_dict(meta["model_config"])
         run_meta = CheckpointMeta.from_json({k: v for k, v in meta.items() if k not in FILE_KEYS})
-        params = load_file(str(folder / MODEL_FILE))
+        params = load(_read(folder, MODEL_FILE, checksums))
         check_model_params(config, params)  # float32, or int8 pairs (core/convert/quantize.py)
-        state = load_file(str(folder / OPTIMIZER_FILE)) if optimizer and (folder / OPTIMIZER_FILE).exists() else None
-        tokenizer = (folder / TOKENIZER_FILE).read_text() if (folder / TOKENIZER_FILE).exists() else None
+        with_state = optimizer and (folder / OPTIMIZER_FILE).exists()
+        state = load(_read(folder, OPTIMIZER_FILE, checksums)) if with_state else None
+        has_tokenizer = (folder / TOKENIZER_FILE).exists() or TOKENIZER_FILE in checksums
+        tokenizer = _read(folder, TOKENIZER_FILE, checksums).decode() if has_tokenizer else None
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, SafetensorError) as err:
         raise ValueError(f"checkpoint {folder} is corrupt or incomplete ({err}): retrain or pick another") from None
     if optimizer and state is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import time
@@ -30,6 +31,7 @@ from core.model.config import GPTConfig, TrainConfig
 from core.model.interface import Backend, Model
 from core.model.params import init_params
 from core.train.checkpoint import Checkpoint, list_checkpoints, save_checkpoint
+from core.train.durable import write_durably
 from core.train.meta import CheckpointMeta
 from core.train.schedule import learning_rate
 
@@ -70,19 +72,38 @@ class StopRequest:
 
 
 class MetricsLog:
-    """metrics.jsonl: one JSON object per line; on resume, lines after the resumed step are dropped."""
+    """metrics.jsonl: one JSON object per line; on resume, lines after the resumed step are dropped.
+
+    The kept lines are written to a temporary file that replaces the old one, so a crash (or a full
+    disk) during the rewrite leaves the old file whole. A last line cut short by a kill is dropped.
+    """
 
     def __init__(self, path: Path, resume_step: int | None):
         self.path = path
         if resume_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            lines = path.read_text().splitlines()
+            kept = [line for i, line in enumerate(lines) if _step_of(line, i == len(lines) - 1, path) <= resume_step]
+            write_durably(path, "".join(line + "\n" for line in kept).encode())
         elif path.exists():
-            path.unlink()
+            raise ValueError(f"{path} exists: a new run refuses to overwrite it (choose another --out)")
 
-    def write(self, **record: object) -> None:
+    def write(self, record: dict, sync: bool = False) -> None:
+        """Append one line; `sync` flushes it to disk (before a checkpoint that must not run ahead of it)."""
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+
+
+def _step_of(line: str, last: bool, path: Path) -> float:
+    """The step a metrics line records; a damaged last line (cut by a kill) counts as after every step."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        if last:
+            return math.inf
+        raise ValueError(f"{path} has a damaged line ({line[:40]!r}): repair or remove it, then resume") from None
 
 
 def train(
@@ -113,10 +134,11 @@ def train(
     backend.manual_seed(tc.seed)
     params = resume.params if resume else init_params(config, seed=tc.seed)
     model = backend.build(config, params, tc)
-    start, best_val = 0, math.inf
+    start, best_val, evals_without_gain = 0, math.inf, 0
     if resume is not None:
         model.load_optimizer_state(resume.optimizer_state)
         start, best_val = resume.step, float(resume.meta.best_val_loss)
+        evals_without_gain = resume.meta.evals_without_gain
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics = MetricsLog(run_dir / "metrics.jsonl", start if resume else None)
@@ -125,7 +147,6 @@ def train(
     if tc.objective == "mlm":  # the same windows with fixed masks, so evaluations stay comparable
         mask_id = data.tokenizer.mask_id
         val_batches = [mlm_batch(x, tc.seed + 1, i, mask_id, config.vocab_size) for i, (x, _) in enumerate(val_batches)]
-    evals_without_gain = 0
     result = TrainResult(steps_done=start, stopped="finished", best_val_loss=best_val, run_dir=run_dir)
 
     def checkpoint(step: int, name: str, val: dict, with_optimizer: bool) -> None:
@@ -134,6 +155,7 @@ def train(
             tokens_seen=step * tokens_per_step,
             val_loss=val.get("loss"),
             best_val_loss=best_val,
+            evals_without_gain=evals_without_gain,
             train_config=tc.to_dict(),
             world_size=world,
             backend=backend.name,
@@ -144,8 +166,8 @@ def train(
         weights = Checkpoint(config, model.params(), record, data.tokenizer.to_json(), state)
         save_checkpoint(run_dir / "checkpoints" / name, weights)
 
-    def evaluate(step: int, loss: float) -> dict:
-        """Validation metrics, a sample and the checkpoints of an evaluation step (rank 0 only)."""
+    def evaluate(step: int, loss: float) -> tuple[dict, bool]:
+        """Validation metrics and a sample (rank 0 only); whether the loss is the best so far."""
         nonlocal best_val, evals_without_gain
         val = evaluate_batches(model, val_batches)
         improved = val["loss"] < best_val
@@ -157,15 +179,19 @@ def train(
         )
         if sample is not None:
             log(f"  sample: {sample(model, step)!r}")
-        checkpoint(step, "last", val, with_optimizer=True)
-        checkpoint(step, f"step-{step:06d}", val, with_optimizer=False)
+        return val, improved
+
+    def save_evaluation(step: int, val: dict, improved: bool) -> None:
+        """The checkpoints of an evaluation step. `last` goes last: a crash before it resumes from the
+        previous `last` and redoes this evaluation, so `last` never records a best loss `best` lacks."""
         if improved:
             checkpoint(step, "best", val, with_optimizer=False)
+        checkpoint(step, f"step-{step:06d}", val, with_optimizer=False)
+        checkpoint(step, "last", val, with_optimizer=True)
         steps = [c for c in list_checkpoints(run_dir) if c["name"].startswith("step-")]
         for old in steps[: max(0, len(steps) - keep_checkpoints)]:
             for path in (run_dir / "checkpoints").glob(f"{old['name']}*"):
                 shutil.rmtree(path, ignore_errors=True)
-        return val
 
     bar = tqdm(total=tc.steps, initial=start, disable=not (progress and lead), unit="step", dynamic_ncols=True)
     window_tokens, window_start = 0, time.perf_counter()
@@ -196,18 +222,21 @@ def train(
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{result.tokens_per_second:,.0f}")
             record = {"step": done, "train_loss": loss, "lr": lr, "tokens_per_second": result.tokens_per_second}
             evaluating = done % tc.eval_every == 0 or done == tc.steps
+            stopping = backend.any_rank(stop.signal_name is not None)
             if evaluating and lead:
-                val = result.last_val = evaluate(done, loss)
-                result.best_val_loss = best_val
+                val, improved = evaluate(done, loss)
+                result.last_val, result.best_val_loss = val, best_val
                 record.update(val_loss=val["loss"], val_accuracy=val["accuracy"], val_perplexity=val["perplexity"])
+            if lead:  # the step's line is on disk before any checkpoint of it: metrics never lag `last`
+                metrics.write(record, sync=evaluating or stopping)
+            if evaluating and lead:
+                save_evaluation(done, val, improved)
                 window_tokens, window_start = 0, time.perf_counter()  # evaluation time is not training time
-            if lead:
-                metrics.write(**record)
             if backend.any_rank(bool(tc.patience) and evals_without_gain >= tc.patience):
                 log(f"early stopping: no better validation loss in {tc.patience} evaluations")
                 result.stopped = "early stopping"
                 break
-            if backend.any_rank(stop.signal_name is not None):
+            if stopping:
                 if lead and not evaluating:
                     checkpoint(done, "last", result.last_val, with_optimizer=True)
                 log(f"{stop.signal_name or 'stop'}: saved step {done} to {run_dir / 'checkpoints' / 'last'}")

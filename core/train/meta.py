@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from core.data.direction import DIRECTIONS, FORWARD
 
 # Written by `save_checkpoint` next to the fields below; not part of a run's metadata.
-FILE_KEYS = ("format_version", "saved_at", "model_config")
+FILE_KEYS = ("format_version", "saved_at", "model_config", "checksums", "meta_sha256")
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class CheckpointMeta:
     tokens_seen: int = 0  # training tokens read so far, all processes together
     val_loss: float | None = None  # validation loss at this step, if it was evaluated
     best_val_loss: float = math.inf  # the best validation loss of the run so far (resume continues from it)
+    evals_without_gain: int = 0  # evaluations since the best one, for --patience (resume continues the count)
     train_config: dict | None = None  # `TrainConfig.to_dict()`; None for imported or converted weights
     world_size: int = 1  # data-parallel processes that trained it
     backend: str | None = None  # framework and device that wrote it, and library versions
