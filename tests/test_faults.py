@@ -303,15 +303,14 @@ def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(run_copy):
     before = snapshot(run_copy)
     done = with_full_disk((last / ckpt.MODEL_FILE).stat().st_size // 2, f"""
         from core.train.checkpoint import load_checkpoint, save_checkpoint
-        from core.train.durable import SaveError
         checkpoint = load_checkpoint({str(run_copy)!r}, "last", optimizer=True)
         try:
             save_checkpoint({str(last)!r}, checkpoint)
-        except SaveError as err:
-            print("refused:", err)
+        except Exception as err:
+            print("refused:", type(err).__name__, err)
     """)
     assert done.returncode == 0, done.stderr
-    assert "refused: could not save checkpoint" in done.stdout and "the previous one is kept" in done.stdout
+    assert "refused: SaveError could not save checkpoint" in done.stdout and "the previous one is kept" in done.stdout
     assert snapshot(run_copy) == before  # no temporary folder left, `last` untouched
     assert load_checkpoint(run_copy, "last", optimizer=True).step == 20
 
@@ -358,7 +357,7 @@ def damage(path: Path, how: str) -> None:
 def test_a_damaged_file_is_one_clear_line(run_copy, capsys, name, how):
     damage(run_copy / "checkpoints" / "last" / name, how)
     before = snapshot(run_copy)
-    code, _, err = run_main(["--backend", "torch", "--resume", str(run_copy), "--extend-steps", "5"], capsys)
+    code, _, err = run_main(["--backend", "torch", "--resume", str(run_copy)], capsys)
     assert code == 2
     one_error_line(err, "is corrupt or incomplete")
     assert snapshot(run_copy) == before
