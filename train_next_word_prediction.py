@@ -236,18 +236,13 @@ def make_backend(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from core.train.checkpoint import load_checkpoint
-    from core.train.run import DataSettings, check_writable, run_training
+    from core.data.dataset import DataSettings
+    from core.train.resume import load_resume, resume_settings
+    from core.train.run import check_writable, run_training
 
-    resume = load_checkpoint(args.resume, "last", optimizer=True) if args.resume else None
+    resume = load_resume(args.resume) if args.resume else None
     if resume is not None:  # the run's own settings, with only --steps and friends overridable
-        saved = resume.meta.run_settings
-        settings = DataSettings(saved["data"], saved["tokenizer"], resume.config.vocab_size, saved["max_data_mb"],
-                                reverse=resume.meta.direction == "backward")
-        model_given = given(args, GPTConfig)
-        if model_given and resume.config.replace(**model_given) != resume.config:
-            raise ValueError(f"--resume refuses a different model config: {resume.config} vs flags {model_given}")
-        train_config = TrainConfig(**{**resume.meta.train_config, **given(args, TrainConfig)})
+        settings, train_config = resume_settings(resume, given(args, GPTConfig), given(args, TrainConfig))
         model_fields, run_dir = None, Path(args.resume)
     else:
         preset = args.preset or DEFAULT_PRESET
@@ -267,7 +262,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from core.generate.session import Session, Settings, chat, format_stats
+    from core.generate.chat import chat, format_stats
+    from core.generate.session import Session, Settings
     from core.model.params import check_causal
 
     backend = make_backend(args)

@@ -8,10 +8,10 @@ the steps. Rank 0 of a data-parallel job speaks and writes; the other processes 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from core.data.dataset import check_length, prepare_dataset
+from core.data.batches import check_length
+from core.data.dataset import DataSettings, prepare_dataset
 from core.data.direction import BACKWARD, FORWARD
 from core.data.tokenizer import tokenizer_from_json
 from core.evaluate.metrics import unigram_loss
@@ -23,17 +23,7 @@ from core.train.checkpoint import Checkpoint
 from core.train.explain import explain
 from core.train.loop import train
 from core.train.meta import CheckpointMeta
-
-
-@dataclass
-class DataSettings:
-    """Where the text comes from and how it becomes tokens; stored in checkpoints for --resume."""
-
-    data: str | None = None  # file, folder, "synthetic" or None (the standard library)
-    tokenizer: str = "bpe"
-    vocab_size: int = 8192
-    max_data_mb: float | None = None
-    reverse: bool = False  # a backward model: token streams read from the end
+from core.train.resume import check_same_vocabulary
 
 
 def check_writable(run_dir: Path) -> None:
@@ -90,10 +80,7 @@ def run_training(
         config = GPTConfig(**fields)
     else:
         config = resume.config
-        if data.tokenizer.vocab_size != config.vocab_size:
-            raise ValueError(
-                f"--resume refuses a different tokenizer: vocabulary {data.tokenizer.vocab_size} vs {config.vocab_size}"
-            )
+        check_same_vocabulary(data.tokenizer.vocab_size, config)
     if settings.reverse:  # a backward model: the same pipeline on the token streams read from the end
         data.train, data.val = reverse_tokens(data.train), reverse_tokens(data.val)
     check_length(data.train, config.block_size, "training")
