@@ -24,8 +24,6 @@ from pathlib import Path
 from core.model.config import DTYPES, PRESETS, GPTConfig, TrainConfig, field_help
 
 ANALYSIS_COMMANDS = ("evaluate", "analyze", "lambada", "bidirectional", "attention", "codecheck")
-COMMANDS = ("train", "generate", "chat", "predict-masked", *ANALYSIS_COMMANDS)
-CONVERT_COMMANDS = ("export-hf", "import-hf", "quantize")  # checkpoint conversions in numpy, no backend
 DEFAULT_PRESET = "default"  # the README's first command: a few minutes on a 2-core CPU
 RUN_PRESETS = {**PRESETS, "default": dict(n_layer=2, n_head=4, n_embd=64, block_size=64)}
 # Training settings of the default run; any flag overrides them.
@@ -70,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command")
+    parser.add_argument("--version", action="version", version=version_text())
+    sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a model (the default command)")
     add_backend_flags(t)
     t.add_argument("--preset", default=None, help=f"model size: {', '.join(RUN_PRESETS)} (default: {DEFAULT_PRESET})")
@@ -129,17 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_predict_masked(args: argparse.Namespace) -> int:
-    from core.data.masking import predict_masked
-    from core.generate.session import Session
-
-    session = Session.open(make_backend(args), args.checkpoint, args.step)
-    for i, mask in enumerate(predict_masked(session.model, session.tokenizer, args.text, args.top_k), 1):
-        fillers = "  ".join(f"{token!r} {p:.3f}" for token, p in mask["candidates"])
-        print(f"[MASK] {i} (token {mask['position']}, entropy {mask['entropy']:.2f} nats): {fillers}")
-    return 0
-
-
 def add_convert_commands(sub) -> None:
     """export-hf, import-hf and quantize: each reads one model folder and writes another."""
     e = sub.add_parser("export-hf", help="write a checkpoint as a Hugging Face GPT-2 folder (from_pretrained loads it)")
@@ -159,7 +147,8 @@ def add_convert_commands(sub) -> None:
 
 
 def add_analysis_commands(sub) -> None:
-    """Parsers of the evaluation and analysis commands; each flag is a keyword of `core.evaluate.commands.<command>`."""
+    """Parsers of the evaluation and analysis commands (`core.evaluate.commands`): `--out` is a folder,
+    `--plot` and `--json` are files."""
     for name, help_text in (
         ("evaluate", "perplexity, accuracy and bits per byte on a text, with plots"),
         ("analyze", "each token's probability, rank and entropy in a text"),
@@ -208,7 +197,7 @@ def add_analysis_commands(sub) -> None:
     bi.add_argument("--top", type=int, default=10, help="surprising words to list")
     bi.add_argument("--plot", default="bidirectional.png", metavar="PNG", help="scatter plot file")
     at.add_argument("--prompt", required=True, help="the text whose attention to draw")
-    at.add_argument("--out", default="attention.png", metavar="PNG", help="grid image file")
+    at.add_argument("--plot", default="attention.png", metavar="PNG", help="grid image file")
     cc.add_argument("--samples", type=int, default=50, help="function signatures to complete")
     cc.add_argument("--max-new-tokens", type=int, default=64, help="tokens per completion")
     cc.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
@@ -262,6 +251,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    """generate and chat: a checkpoint, the sampling settings, and prompts (or the chat loop)."""
     from core.generate.chat import chat, format_stats
     from core.generate.session import Session, Settings
     from core.model.params import check_causal
@@ -272,12 +262,12 @@ def run_generate(args: argparse.Namespace) -> int:
     session.settings = Settings(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed, args.stats)
     session.settings.sampling()  # check the sampling flags before any work
     backward = session.checkpoint.meta.direction == "backward"
-    if backward and args.command == "chat":
-        raise ValueError(
-            f"{args.checkpoint} is a backward model (trained with --reverse): chat continues text forwards; "
-            "use `generate`, which writes the text that comes before the prompt"
-        )
     if args.command == "chat":
+        if backward:
+            raise ValueError(
+                f"{args.checkpoint} is a backward model (trained with --reverse): chat continues text forwards; "
+                "use `generate`, which writes the text that comes before the prompt"
+            )
         chat(session)
         return 0
     if args.prompts_file:
@@ -287,8 +277,8 @@ def run_generate(args: argparse.Namespace) -> int:
         prompts = path.read_text().splitlines()
     else:
         prompts = [args.prompt]
+    write = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
     for prompt in prompts:
-        write = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
         if backward:  # the model writes what comes before the prompt
             from core.evaluate.commands import generate_backward
 
@@ -303,68 +293,164 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_convert(args: argparse.Namespace) -> int:
-    """export-hf, import-hf, quantize: numpy in, numpy out (core/convert/huggingface.py, core/convert/quantize.py)."""
+def run_predict_masked(args: argparse.Namespace) -> int:
+    from core.data.masking import predict_masked
+    from core.generate.session import Session
+
+    session = Session.open(make_backend(args), args.checkpoint, args.step)
+    for i, mask in enumerate(predict_masked(session.model, session.tokenizer, args.text, args.top_k), 1):
+        fillers = "  ".join(f"{token!r} {p:.3f}" for token, p in mask["candidates"])
+        print(f"[MASK] {i} (token {mask['position']}, entropy {mask['entropy']:.2f} nats): {fillers}")
+    return 0
+
+
+# ---- checkpoint conversions: numpy in, numpy out, no backend (core/convert/)
+
+
+def _new_folder(out: str) -> Path:
+    """--out of a conversion: a new folder, or a checkpoint folder to overwrite; never another folder's files."""
+    path = Path(out)
+    if path.exists() and any(path.iterdir()) and not (path / "meta.json").exists():
+        raise ValueError(f"{path} exists and is not a checkpoint folder: pass --out with a new folder")
+    return path
+
+
+def run_export_hf(args: argparse.Namespace) -> int:
+    from core.convert.huggingface import export_hf_folder
+    from core.train.checkpoint import load_best_or_last
+
+    checkpoint = load_best_or_last(args.checkpoint, args.step)
+    out = export_hf_folder(checkpoint, args.out)
+    print(f"exported {checkpoint.path} (step {checkpoint.step}) to {out}")
+    print(f"load it with: GPT2LMHeadModel.from_pretrained({str(out)!r})")
+    if checkpoint.tokenizer_json is None:
+        print("note: the checkpoint has no tokenizer, so no tokenizer.json was written")
+    return 0
+
+
+def run_import_hf(args: argparse.Namespace) -> int:
+    from core.convert.huggingface import import_hf_folder
     from core.model.params import count_params
-    from core.train.checkpoint import MODEL_FILE, load_best_or_last, save_checkpoint
+    from core.train.checkpoint import save_checkpoint
 
-    if args.command == "export-hf":
-        from core.convert.huggingface import export_hf_folder
-
-        checkpoint = load_best_or_last(args.checkpoint, args.step)
-        out = export_hf_folder(checkpoint, args.out)
-        print(f"exported {checkpoint.path} (step {checkpoint.step}) to {out}")
-        print(f"load it with: GPT2LMHeadModel.from_pretrained({str(out)!r})")
-        if checkpoint.tokenizer_json is None:
-            print("note: the checkpoint has no tokenizer, so no tokenizer.json was written")
-        return 0
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not (out / "meta.json").exists():
-        raise ValueError(f"{out} exists and is not a checkpoint folder: pass --out with a new folder")
-    if args.command == "import-hf":
-        from core.convert.huggingface import import_hf_folder
-
-        checkpoint, note = import_hf_folder(args.model)
-        save_checkpoint(out, checkpoint)
-        c = checkpoint.config
-        print(f"imported {args.model}: {count_params(c):,} parameters ({c.n_layer} layers, {c.n_embd} dims)")
-        print(note)
-    else:
-        from core.convert.quantize_checkpoint import quantize_checkpoint
-
-        checkpoint = load_best_or_last(args.checkpoint, args.step)
-        if out.resolve() == checkpoint.path.resolve():
-            raise ValueError(f"--out {out} is the checkpoint being quantized: pass a new folder")
-        save_checkpoint(out, quantize_checkpoint(checkpoint, embeddings=not args.float_embeddings))
-        before, after = (checkpoint.path / MODEL_FILE).stat().st_size, (out / MODEL_FILE).stat().st_size
-        print(f"int8 checkpoint of {checkpoint.path} (step {checkpoint.step}) in {out}")
-        print(f"{MODEL_FILE}: {after / 1e6:.2f} MB, {after / before:.0%} of the float32 {before / 1e6:.2f} MB")
+    out = _new_folder(args.out)
+    checkpoint, note = import_hf_folder(args.model)
+    save_checkpoint(out, checkpoint)
+    c = checkpoint.config
+    print(f"imported {args.model}: {count_params(c):,} parameters ({c.n_layer} layers, {c.n_embd} dims)")
+    print(note)
     print(f"generate with: python {Path(sys.argv[0]).name} generate --checkpoint {out}")
     return 0
 
 
-def run_analysis(args: argparse.Namespace) -> int:
+def run_quantize(args: argparse.Namespace) -> int:
+    from core.convert.quantize_checkpoint import quantize_checkpoint
+    from core.train.checkpoint import MODEL_FILE, load_best_or_last, save_checkpoint
+
+    out = _new_folder(args.out)
+    checkpoint = load_best_or_last(args.checkpoint, args.step)
+    if out.resolve() == checkpoint.path.resolve():
+        raise ValueError(f"--out {out} is the checkpoint being quantized: pass a new folder")
+    save_checkpoint(out, quantize_checkpoint(checkpoint, embeddings=not args.float_embeddings))
+    before, after = (checkpoint.path / MODEL_FILE).stat().st_size, (out / MODEL_FILE).stat().st_size
+    print(f"int8 checkpoint of {checkpoint.path} (step {checkpoint.step}) in {out}")
+    print(f"{MODEL_FILE}: {after / 1e6:.2f} MB, {after / before:.0%} of the float32 {before / 1e6:.2f} MB")
+    print(f"generate with: python {Path(sys.argv[0]).name} generate --checkpoint {out}")
+    return 0
+
+
+# ---- evaluation and analysis (core/evaluate/commands.py): each flag passed by name
+
+
+def run_evaluate(a: argparse.Namespace) -> int:
     from core.evaluate import commands
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "backend", "device")}
-    return getattr(commands, args.command)(make_backend(args), **options)
+    return commands.evaluate(make_backend(a), a.checkpoint, a.step, data=a.data, unit=a.unit, stride=a.stride,
+                             batch_size=a.batch_size, max_tokens=a.max_tokens, out=a.out, no_progress=a.no_progress)
+
+
+def run_analyze(a: argparse.Namespace) -> int:
+    from core.evaluate import commands
+
+    return commands.analyze(make_backend(a), a.checkpoint, a.step, text=a.text, file=a.file, span=a.span,
+                            spans=a.spans, stride=a.stride, rows=a.rows, json_path=a.json_path, plot=a.plot,
+                            no_color=a.no_color)
+
+
+def run_lambada(a: argparse.Namespace) -> int:
+    from core.evaluate import commands
+
+    return commands.lambada(make_backend(a), a.checkpoint, a.step, data=a.data, from_text=a.from_text,
+                            passages=a.passages, words=a.words, reverse=a.reverse, batch_size=a.batch_size,
+                            json_path=a.json_path, examples=a.examples, no_progress=a.no_progress)
+
+
+def run_bidirectional(a: argparse.Namespace) -> int:
+    from core.evaluate import commands
+
+    return commands.bidirectional(make_backend(a), a.forward, a.backward, a.step, text=a.text, file=a.file,
+                                  stride=a.stride, top=a.top, json_path=a.json_path, plot=a.plot)
+
+
+def run_attention(a: argparse.Namespace) -> int:
+    from core.evaluate import commands
+
+    return commands.attention(make_backend(a), a.checkpoint, a.prompt, a.step, plot=a.plot)
+
+
+def run_codecheck(a: argparse.Namespace) -> int:
+    from core.evaluate import commands
+
+    return commands.codecheck(make_backend(a), a.checkpoint, a.step, samples=a.samples,
+                              max_new_tokens=a.max_new_tokens, temperature=a.temperature, seed=a.seed, data=a.data,
+                              batch_size=a.batch_size, json_path=a.json_path, show=a.show)
+
+
+# The one dispatch table: subcommand -> what runs it. `train` is also what runs when no command is given.
+DISPATCH = {
+    "train": run_train,
+    "generate": run_generate,
+    "chat": run_generate,
+    "predict-masked": run_predict_masked,
+    "evaluate": run_evaluate,
+    "analyze": run_analyze,
+    "lambada": run_lambada,
+    "bidirectional": run_bidirectional,
+    "attention": run_attention,
+    "codecheck": run_codecheck,
+    "export-hf": run_export_hf,
+    "import-hf": run_import_hf,
+    "quantize": run_quantize,
+}
+
+
+def version_text() -> str:
+    """This package's version and both frameworks' (read from their installed metadata: neither is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from core import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"next-word-prediction {__version__} (tinygrad {installed('tinygrad')}, torch {installed('torch')})"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS + CONVERT_COMMANDS + ("-h", "--help"):
-        argv.insert(0, "train")  # training is the default command
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv.insert(0, "train")  # training is the default command: `--backend torch` trains
+    elif not argv[0].startswith("-") and argv[0] not in DISPATCH:
+        print(f"error: unknown command {argv[0]}: choose one of {', '.join(DISPATCH)}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     from core.model.interface import SetupError
 
     try:
-        if args.command in ANALYSIS_COMMANDS:
-            return run_analysis(args)
-        if args.command in CONVERT_COMMANDS:
-            return run_convert(args)
-        if args.command == "predict-masked":
-            return run_predict_masked(args)
-        return run_train(args) if args.command == "train" else run_generate(args)
+        return DISPATCH[args.command](args)
     except (ValueError, FileNotFoundError, NotImplementedError, SetupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -214,7 +214,7 @@ def test_attention_grid(runs, tmp_path, capsys):
             str(runs[FORWARD]),
             "--prompt",
             "count 1 2 3",
-            "--out",
+            "--plot",
             str(png),
         ],
         capsys,
