@@ -125,7 +125,49 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--top-k", type=int, default=5, help="fillers to show per mask")
     add_analysis_commands(sub)
     add_convert_commands(sub)
+    for command in sub.choices.values():
+        command.add_argument("--config", default=None, metavar="TOML",
+                             help="a TOML file of settings named as the flags (e.g. configs/baby-gpt.toml, or a run's "
+                             "config.toml); flags given here win")
     return parser
+
+
+def _check_setting(action: argparse.Action, name: str, value: object, path: str) -> object:
+    """A value from a config file, checked as the flag would check it from the command line."""
+    where = f"{path}: {name} = {value!r}"
+    if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):  # an on/off flag
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} is not a boolean: write true or false")
+    elif action.type in (int, float) and (isinstance(value, bool) or not isinstance(value, action.type | int)):
+        raise ValueError(f"{where} is not {'an integer' if action.type is int else 'a number'}")
+    elif action.type in (None, str) and not isinstance(value, str):
+        raise ValueError(f"{where} is not a string: quote it")
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"{where} is not one of {', '.join(map(str, action.choices))}")
+    return float(value) if action.type is float else value
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse `argv` (a command first); with `--config FILE`, the file's settings become the command's
+    defaults before parsing, so flags given on the command line win."""
+    from core.train.run_config import read_run_config
+
+    given_config = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    given_config += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+    if not given_config or argv[0] not in DISPATCH:
+        return parser.parse_args(argv)
+    path, name = given_config[-1], argv[0]
+    command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    actions = {a.dest: a for a in command._actions if a.option_strings and a.dest not in ("help", "config")}
+    values = read_run_config(path)
+    unknown = sorted(set(values) - set(actions))
+    if unknown:
+        known = ", ".join(sorted(actions))
+        raise ValueError(f"{path}: {name} has no setting {', '.join(unknown)}: choose from {known}")
+    for setting in values:
+        actions[setting].required = False  # the file gives it
+    command.set_defaults(**{n: _check_setting(actions[n], n, v, path) for n, v in values.items()})
+    return parser.parse_args(argv)
 
 
 def add_convert_commands(sub) -> None:
@@ -446,10 +488,10 @@ def main(argv: list[str] | None = None) -> int:
     elif not argv[0].startswith("-") and argv[0] not in DISPATCH:
         print(f"error: unknown command {argv[0]}: choose one of {', '.join(DISPATCH)}", file=sys.stderr)
         return 2
-    args = build_parser().parse_args(argv)
     from core.model.interface import SetupError
 
     try:
+        args = parse_with_config(build_parser(), argv)
         return DISPATCH[args.command](args)
     except (ValueError, FileNotFoundError, NotImplementedError, SetupError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -24,6 +24,18 @@ from core.train.explain import explain
 from core.train.loop import train
 from core.train.meta import CheckpointMeta
 from core.train.resume import check_same_vocabulary
+from core.train.run_config import CONFIG_FILE, write_run_config
+
+
+def save_effective_config(run_dir: Path, backend: str, settings: DataSettings, config: GPTConfig, tc: TrainConfig,
+                          sample_tokens: int) -> Path:
+    """config.toml: every setting of the run under its flag's name (the vocabulary is the tokenizer's to decide)."""
+    model = {k: v for k, v in config.to_dict().items() if k != "vocab_size"}
+    script = Path(sys.argv[0]).name
+    header = f"The settings of this run. Repeat it with: python {script} --config {run_dir / CONFIG_FILE} --out NEW"
+    groups = {"run": {"backend": backend, "sample_tokens": sample_tokens}, "data": dict(vars(settings)), "model": model,
+              "train": tc.to_dict()}
+    return write_run_config(run_dir / CONFIG_FILE, groups, header)
 
 
 def check_writable(run_dir: Path) -> None:
@@ -103,6 +115,8 @@ def run_training(
         print(explain(config, tc, data.tokenizer.kind, len(data.train)))
 
     resume_command = f"python {Path(sys.argv[0]).name} --backend {backend.name} --resume {run_dir}"
+    if resume is None:  # what `--config run_dir/config.toml` needs to repeat this run
+        save_effective_config(run_dir, backend.name, settings, config, tc, sample_tokens)
     meta = CheckpointMeta(
         run_settings={"data": settings.data, "tokenizer": settings.tokenizer, "max_data_mb": settings.max_data_mb},
         corpus=data.description,
@@ -121,5 +135,5 @@ def run_training(
               f"vs unigram baseline {baseline:.4f}; perplexity {result.last_val['perplexity']:.1f}")
     if result.stopped == "interrupted":
         print(f"resume with: {resume_command}")
-    print(f"files: checkpoints/, metrics.jsonl, training_curve.png in {run_dir}")
+    print(f"files: config.toml, checkpoints/, metrics.jsonl, training_curve.png in {run_dir}")
     return 0 if result.stopped != "non-finite loss" else 1
