@@ -24,8 +24,6 @@ from pathlib import Path
 from core.model.config import DTYPES, PRESETS, GPTConfig, TrainConfig, field_help
 
 ANALYSIS_COMMANDS = ("evaluate", "analyze", "lambada", "bidirectional", "attention", "codecheck")
-COMMANDS = ("train", "generate", "chat", "predict-masked", *ANALYSIS_COMMANDS)
-CONVERT_COMMANDS = ("export-hf", "import-hf", "quantize")  # checkpoint conversions in numpy, no backend
 DEFAULT_PRESET = "default"  # the README's first command: a few minutes on a 2-core CPU
 RUN_PRESETS = {**PRESETS, "default": dict(n_layer=2, n_head=4, n_embd=64, block_size=64)}
 # Training settings of the default run; any flag overrides them.
@@ -70,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command")
+    parser.add_argument("--version", action="version", version=version_text())
+    sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a model (the default command)")
     add_backend_flags(t)
     t.add_argument("--preset", default=None, help=f"model size: {', '.join(RUN_PRESETS)} (default: {DEFAULT_PRESET})")
@@ -130,18 +129,49 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--top-k", type=int, default=5, help="fillers to show per mask")
     add_analysis_commands(sub)
     add_convert_commands(sub)
+    for command in sub.choices.values():
+        command.add_argument("--config", default=None, metavar="TOML",
+                             help="a TOML file of settings named as the flags (e.g. configs/baby-gpt.toml, or a run's "
+                             "config.toml); flags given here win")
     return parser
 
 
-def run_predict_masked(args: argparse.Namespace) -> int:
-    from core.data.masking import predict_masked
-    from core.generate.session import Session
+def _check_setting(action: argparse.Action, name: str, value: object, path: str) -> object:
+    """A value from a config file, checked as the flag would check it from the command line."""
+    where = f"{path}: {name} = {value!r}"
+    if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):  # an on/off flag
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} is not a boolean: write true or false")
+    elif action.type in (int, float) and (isinstance(value, bool) or not isinstance(value, action.type | int)):
+        raise ValueError(f"{where} is not {'an integer' if action.type is int else 'a number'}")
+    elif action.type in (None, str) and not isinstance(value, str):
+        raise ValueError(f"{where} is not a string: quote it")
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"{where} is not one of {', '.join(map(str, action.choices))}")
+    return float(value) if action.type is float else value
 
-    session = Session.open(make_backend(args), args.checkpoint, args.step)
-    for i, mask in enumerate(predict_masked(session.model, session.tokenizer, args.text, args.top_k), 1):
-        fillers = "  ".join(f"{token!r} {p:.3f}" for token, p in mask["candidates"])
-        print(f"[MASK] {i} (token {mask['position']}, entropy {mask['entropy']:.2f} nats): {fillers}")
-    return 0
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse `argv` (a command first); with `--config FILE`, the file's settings become the command's
+    defaults before parsing, so flags given on the command line win."""
+    from core.train.run_config import read_run_config
+
+    given_config = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    given_config += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+    if not given_config or argv[0] not in DISPATCH:
+        return parser.parse_args(argv)
+    path, name = given_config[-1], argv[0]
+    command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    actions = {a.dest: a for a in command._actions if a.option_strings and a.dest not in ("help", "config")}
+    values = read_run_config(path)
+    unknown = sorted(set(values) - set(actions))
+    if unknown:
+        known = ", ".join(sorted(actions))
+        raise ValueError(f"{path}: {name} has no setting {', '.join(unknown)}: choose from {known}")
+    for setting in values:
+        actions[setting].required = False  # the file gives it
+    command.set_defaults(**{n: _check_setting(actions[n], n, v, path) for n, v in values.items()})
+    return parser.parse_args(argv)
 
 
 def add_convert_commands(sub) -> None:
@@ -163,7 +193,8 @@ def add_convert_commands(sub) -> None:
 
 
 def add_analysis_commands(sub) -> None:
-    """Parsers of the evaluation and analysis commands; each flag is a keyword of `core.evaluate.commands.<command>`."""
+    """Parsers of the evaluation and analysis commands (`core.evaluate.commands`): `--out` is a folder,
+    `--plot` and `--json` are files."""
     for name, help_text in (
         ("evaluate", "perplexity, accuracy and bits per byte on a text, with plots"),
         ("analyze", "each token's probability, rank and entropy in a text"),
@@ -212,7 +243,7 @@ def add_analysis_commands(sub) -> None:
     bi.add_argument("--top", type=int, default=10, help="surprising words to list")
     bi.add_argument("--plot", default="bidirectional.png", metavar="PNG", help="scatter plot file")
     at.add_argument("--prompt", required=True, help="the text whose attention to draw")
-    at.add_argument("--out", default="attention.png", metavar="PNG", help="grid image file")
+    at.add_argument("--plot", default="attention.png", metavar="PNG", help="grid image file")
     cc.add_argument("--samples", type=int, default=50, help="function signatures to complete")
     cc.add_argument("--max-new-tokens", type=int, default=64, help="tokens per completion")
     cc.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
@@ -240,24 +271,18 @@ def make_backend(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from core.data.dataset import DataSettings
     from core.train import resume as resuming
-    from core.train.checkpoint import load_checkpoint
-    from core.train.run import DataSettings, check_writable, run_training
+    from core.train.run import check_writable, run_training
 
     if args.extend_steps is not None and not args.resume:
         raise ValueError("--extend-steps continues a run: pass it with --resume RUN_DIR")
     if args.resume:  # the same run continued: its own settings, only evaluation flags may change
-        run_dir = resuming.run_dir_of(args.resume)
-        resume = load_checkpoint(run_dir, resuming.checkpoint_name(args.resume), optimizer=True)
+        resume, run_dir = resuming.load_resume(args.resume), resuming.run_dir_of(args.resume)
         data_given = {k: v for k, v in dict(data=args.data, tokenizer=args.tokenizer, max_data_mb=args.max_data_mb,
                                             reverse=args.reverse).items() if v is not None}
-        saved = resuming.check_run_settings(resume, data_given)
-        settings = DataSettings(saved["data"], saved["tokenizer"], resume.config.vocab_size, saved["max_data_mb"],
-                                reverse=saved["reverse"])
-        model_given = given(args, GPTConfig)
-        if model_given and resume.config.replace(**model_given) != resume.config:
-            raise ValueError(f"--resume refuses a different model config: {resume.config} vs flags {model_given}")
-        train_config = resuming.resume_train_config(resume, given(args, TrainConfig), args.extend_steps)
+        settings, train_config = resuming.resume_settings(resume, given(args, GPTConfig), given(args, TrainConfig),
+                                                          data_given, args.extend_steps)
         model_fields = None
     else:
         resume = None
@@ -282,7 +307,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from core.generate.session import Session, Settings, chat, format_stats
+    """generate and chat: a checkpoint, the sampling settings, and prompts (or the chat loop)."""
+    from core.generate.chat import chat, format_stats
+    from core.generate.session import Session, Settings
     from core.model.params import check_causal
 
     backend = make_backend(args)
@@ -291,12 +318,12 @@ def run_generate(args: argparse.Namespace) -> int:
     session.settings = Settings(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed, args.stats)
     session.settings.sampling()  # check the sampling flags before any work
     backward = session.checkpoint.meta.direction == "backward"
-    if backward and args.command == "chat":
-        raise ValueError(
-            f"{args.checkpoint} is a backward model (trained with --reverse): chat continues text forwards; "
-            "use `generate`, which writes the text that comes before the prompt"
-        )
     if args.command == "chat":
+        if backward:
+            raise ValueError(
+                f"{args.checkpoint} is a backward model (trained with --reverse): chat continues text forwards; "
+                "use `generate`, which writes the text that comes before the prompt"
+            )
         chat(session)
         return 0
     if args.prompts_file:
@@ -306,8 +333,8 @@ def run_generate(args: argparse.Namespace) -> int:
         prompts = path.read_text().splitlines()
     else:
         prompts = [args.prompt]
+    write = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
     for prompt in prompts:
-        write = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
         if backward:  # the model writes what comes before the prompt
             from core.evaluate.commands import generate_backward
 
@@ -322,69 +349,165 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_convert(args: argparse.Namespace) -> int:
-    """export-hf, import-hf, quantize: numpy in, numpy out (core/convert/huggingface.py, core/convert/quantize.py)."""
+def run_predict_masked(args: argparse.Namespace) -> int:
+    from core.data.masking import predict_masked
+    from core.generate.session import Session
+
+    session = Session.open(make_backend(args), args.checkpoint, args.step)
+    for i, mask in enumerate(predict_masked(session.model, session.tokenizer, args.text, args.top_k), 1):
+        fillers = "  ".join(f"{token!r} {p:.3f}" for token, p in mask["candidates"])
+        print(f"[MASK] {i} (token {mask['position']}, entropy {mask['entropy']:.2f} nats): {fillers}")
+    return 0
+
+
+# ---- checkpoint conversions: numpy in, numpy out, no backend (core/convert/)
+
+
+def _new_folder(out: str) -> Path:
+    """--out of a conversion: a new folder, or a checkpoint folder to overwrite; never another folder's files."""
+    path = Path(out)
+    if path.exists() and any(path.iterdir()) and not (path / "meta.json").exists():
+        raise ValueError(f"{path} exists and is not a checkpoint folder: pass --out with a new folder")
+    return path
+
+
+def run_export_hf(args: argparse.Namespace) -> int:
+    from core.convert.huggingface import export_hf_folder
+    from core.train.checkpoint import load_best_or_last
+
+    checkpoint = load_best_or_last(args.checkpoint, args.step)
+    out = export_hf_folder(checkpoint, args.out)
+    print(f"exported {checkpoint.path} (step {checkpoint.step}) to {out}")
+    print(f"load it with: GPT2LMHeadModel.from_pretrained({str(out)!r})")
+    if checkpoint.tokenizer_json is None:
+        print("note: the checkpoint has no tokenizer, so no tokenizer.json was written")
+    return 0
+
+
+def run_import_hf(args: argparse.Namespace) -> int:
+    from core.convert.huggingface import import_hf_folder
     from core.model.params import count_params
-    from core.train.checkpoint import MODEL_FILE, load_best_or_last, save_checkpoint
+    from core.train.checkpoint import save_checkpoint
 
-    if args.command == "export-hf":
-        from core.convert.huggingface import export_hf_folder
-
-        checkpoint = load_best_or_last(args.checkpoint, args.step)
-        out = export_hf_folder(checkpoint, args.out)
-        print(f"exported {checkpoint.path} (step {checkpoint.step}) to {out}")
-        print(f"load it with: GPT2LMHeadModel.from_pretrained({str(out)!r})")
-        if checkpoint.tokenizer_json is None:
-            print("note: the checkpoint has no tokenizer, so no tokenizer.json was written")
-        return 0
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not (out / "meta.json").exists():
-        raise ValueError(f"{out} exists and is not a checkpoint folder: pass --out with a new folder")
-    if args.command == "import-hf":
-        from core.convert.huggingface import import_hf_folder
-
-        checkpoint, note = import_hf_folder(args.model)
-        save_checkpoint(out, checkpoint)
-        c = checkpoint.config
-        print(f"imported {args.model}: {count_params(c):,} parameters ({c.n_layer} layers, {c.n_embd} dims)")
-        print(note)
-    else:
-        from core.convert.quantize_checkpoint import quantize_checkpoint
-
-        checkpoint = load_best_or_last(args.checkpoint, args.step)
-        if out.resolve() == checkpoint.path.resolve():
-            raise ValueError(f"--out {out} is the checkpoint being quantized: pass a new folder")
-        save_checkpoint(out, quantize_checkpoint(checkpoint, embeddings=not args.float_embeddings))
-        before, after = (checkpoint.path / MODEL_FILE).stat().st_size, (out / MODEL_FILE).stat().st_size
-        print(f"int8 checkpoint of {checkpoint.path} (step {checkpoint.step}) in {out}")
-        print(f"{MODEL_FILE}: {after / 1e6:.2f} MB, {after / before:.0%} of the float32 {before / 1e6:.2f} MB")
+    out = _new_folder(args.out)
+    checkpoint, note = import_hf_folder(args.model)
+    save_checkpoint(out, checkpoint)
+    c = checkpoint.config
+    print(f"imported {args.model}: {count_params(c):,} parameters ({c.n_layer} layers, {c.n_embd} dims)")
+    print(note)
     print(f"generate with: python {Path(sys.argv[0]).name} generate --checkpoint {out}")
     return 0
 
 
-def run_analysis(args: argparse.Namespace) -> int:
+def run_quantize(args: argparse.Namespace) -> int:
+    from core.convert.quantize_checkpoint import quantize_checkpoint
+    from core.train.checkpoint import MODEL_FILE, load_best_or_last, save_checkpoint
+
+    out = _new_folder(args.out)
+    checkpoint = load_best_or_last(args.checkpoint, args.step)
+    if out.resolve() == checkpoint.path.resolve():
+        raise ValueError(f"--out {out} is the checkpoint being quantized: pass a new folder")
+    save_checkpoint(out, quantize_checkpoint(checkpoint, embeddings=not args.float_embeddings))
+    before, after = (checkpoint.path / MODEL_FILE).stat().st_size, (out / MODEL_FILE).stat().st_size
+    print(f"int8 checkpoint of {checkpoint.path} (step {checkpoint.step}) in {out}")
+    print(f"{MODEL_FILE}: {after / 1e6:.2f} MB, {after / before:.0%} of the float32 {before / 1e6:.2f} MB")
+    print(f"generate with: python {Path(sys.argv[0]).name} generate --checkpoint {out}")
+    return 0
+
+
+# ---- evaluation and analysis (core/evaluate/commands.py): each flag passed by name
+
+
+def run_evaluate(a: argparse.Namespace) -> int:
     from core.evaluate import commands
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "backend", "device")}
-    return getattr(commands, args.command)(make_backend(args), **options)
+    return commands.evaluate(make_backend(a), a.checkpoint, a.step, data=a.data, unit=a.unit, stride=a.stride,
+                             batch_size=a.batch_size, max_tokens=a.max_tokens, out=a.out, no_progress=a.no_progress)
+
+
+def run_analyze(a: argparse.Namespace) -> int:
+    from core.evaluate import commands
+
+    return commands.analyze(make_backend(a), a.checkpoint, a.step, text=a.text, file=a.file, span=a.span,
+                            spans=a.spans, stride=a.stride, rows=a.rows, json_path=a.json_path, plot=a.plot,
+                            no_color=a.no_color)
+
+
+def run_lambada(a: argparse.Namespace) -> int:
+    from core.evaluate import commands
+
+    return commands.lambada(make_backend(a), a.checkpoint, a.step, data=a.data, from_text=a.from_text,
+                            passages=a.passages, words=a.words, reverse=a.reverse, batch_size=a.batch_size,
+                            json_path=a.json_path, examples=a.examples, no_progress=a.no_progress)
+
+
+def run_bidirectional(a: argparse.Namespace) -> int:
+    from core.evaluate import commands
+
+    return commands.bidirectional(make_backend(a), a.forward, a.backward, a.step, text=a.text, file=a.file,
+                                  stride=a.stride, top=a.top, json_path=a.json_path, plot=a.plot)
+
+
+def run_attention(a: argparse.Namespace) -> int:
+    from core.evaluate import commands
+
+    return commands.attention(make_backend(a), a.checkpoint, a.prompt, a.step, plot=a.plot)
+
+
+def run_codecheck(a: argparse.Namespace) -> int:
+    from core.evaluate import commands
+
+    return commands.codecheck(make_backend(a), a.checkpoint, a.step, samples=a.samples,
+                              max_new_tokens=a.max_new_tokens, temperature=a.temperature, seed=a.seed, data=a.data,
+                              batch_size=a.batch_size, json_path=a.json_path, show=a.show)
+
+
+# The one dispatch table: subcommand -> what runs it. `train` is also what runs when no command is given.
+DISPATCH = {
+    "train": run_train,
+    "generate": run_generate,
+    "chat": run_generate,
+    "predict-masked": run_predict_masked,
+    "evaluate": run_evaluate,
+    "analyze": run_analyze,
+    "lambada": run_lambada,
+    "bidirectional": run_bidirectional,
+    "attention": run_attention,
+    "codecheck": run_codecheck,
+    "export-hf": run_export_hf,
+    "import-hf": run_import_hf,
+    "quantize": run_quantize,
+}
+
+
+def version_text() -> str:
+    """This package's version and both frameworks' (read from their installed metadata: neither is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from core import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"next-word-prediction {__version__} (tinygrad {installed('tinygrad')}, torch {installed('torch')})"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS + CONVERT_COMMANDS + ("-h", "--help"):
-        argv.insert(0, "train")  # training is the default command
-    args = build_parser().parse_args(argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv.insert(0, "train")  # training is the default command: `--backend torch` trains
+    elif not argv[0].startswith("-") and argv[0] not in DISPATCH:
+        print(f"error: unknown command {argv[0]}: choose one of {', '.join(DISPATCH)}", file=sys.stderr)
+        return 2
     from core.model.interface import SetupError
     from core.train.durable import SaveError
 
     try:
-        if args.command in ANALYSIS_COMMANDS:
-            return run_analysis(args)
-        if args.command in CONVERT_COMMANDS:
-            return run_convert(args)
-        if args.command == "predict-masked":
-            return run_predict_masked(args)
-        return run_train(args) if args.command == "train" else run_generate(args)
+        args = parse_with_config(build_parser(), argv)
+        return DISPATCH[args.command](args)
     except (ValueError, FileNotFoundError, NotImplementedError, SetupError, SaveError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from backends import BACKENDS, get_backend  # noqa: E402
 from core.convert.quantize import quantize_params  # noqa: E402
-from core.data.dataset import eval_batches, prepare_dataset  # noqa: E402
+from core.data.batches import eval_batches  # noqa: E402
+from core.data.dataset import prepare_dataset  # noqa: E402
 from core.data.tokenizer import tokenizer_from_json  # noqa: E402
 from core.generate.generation import generate  # noqa: E402
 from core.model.config import TrainConfig  # noqa: E402

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import train_next_word_prediction as cli
-from core.data.dataset import eval_batches, prepare_dataset
+from core.data.batches import eval_batches
+from core.data.dataset import prepare_dataset
 from core.data.direction import BACKWARD, FORWARD, reverse_tokens
 from core.data.tokenizer import CharTokenizer, train_tokenizer
 from core.evaluate.attention_maps import attention_for_prompt
@@ -213,7 +214,7 @@ def test_attention_grid(runs, tmp_path, capsys):
             str(runs[FORWARD]),
             "--prompt",
             "count 1 2 3",
-            "--out",
+            "--plot",
             str(png),
         ],
         capsys,

@@ -63,6 +63,32 @@ def test_bad_input_is_one_line(args, message, capsys, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
 
 
+def test_unknown_command_names_the_choices(capsys):
+    code, out, err = run_main(["tran", "--steps", "3"], capsys)
+    assert code == 2 and out == ""
+    assert err.strip().startswith("error: unknown command tran: choose one of train, generate, chat")
+    assert len(err.strip().splitlines()) == 1 and "quantize" in err
+
+
+def test_version_names_both_frameworks(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0
+    assert f"tinygrad {version('tinygrad')}" in out and f"torch {version('torch')}" in out
+
+
+def test_every_command_is_dispatched_and_parsed():
+    parser = cli.build_parser()
+    subcommands = next(a for a in parser._actions if a.dest == "command").choices
+    assert set(subcommands) == set(cli.DISPATCH)
+    for name, action in subcommands.items():  # --out, wherever it exists, is a folder
+        outs = [a for a in action._actions if "--out" in a.option_strings]
+        assert all(a.metavar in (None, "DIR") for a in outs), name
+
+
 def test_empty_and_too_short_data(capsys, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("")

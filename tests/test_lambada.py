@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from core.data.dataset import get_step_batch
+from core.data.batches import get_batch
 from core.data.direction import BACKWARD, FORWARD, reverse_tokens
 from core.data.tokenizer import CharTokenizer
 from core.evaluate.lambada import in_context, passages_from_text, read_jsonl, score_examples, split_example, summarize
@@ -97,7 +97,8 @@ def pattern_models():
     for direction, tokens in ((FORWARD, stream), (BACKWARD, reverse_tokens(stream))):
         model = get_backend("torch").build(config, init_params(config, seed=0), train)
         for step in range(40):
-            model.train_step(*get_step_batch(tokens, config.block_size, 8, seed=0, step=step), lr=2e-2)
+            x, y = get_batch(tokens, config.block_size, 8, 0, step)  # (B, T) each
+            model.train_step(x[None], y[None], lr=2e-2)  # one micro-batch: (1, B, T)
         models[direction] = model
     return tok, models
 

@@ -1,5 +1,5 @@
 """The layout of `core/`, checked from the source: no import cycle between core modules, no core module
-that imports a framework, every module in a subpackage of one idea.
+that imports a framework or runs over 300 lines, every module in a subpackage of one idea.
 
 Computed from each module's AST (every `import`, including those inside functions, since a lazy
 import still ties two modules together), so the test needs no framework and runs nothing."""
@@ -88,6 +88,14 @@ def test_core_imports_no_framework():
     for name, path in core_modules().items():
         frameworks = {n.split(".")[0] for n in imported_names(path)} & set(FRAMEWORKS)
         assert not frameworks, f"{name} imports {sorted(frameworks)}: core/ must stay framework-neutral"
+
+
+MAX_LINES = 300  # a longer module holds more than one idea: split it
+
+
+def test_no_core_module_is_over_300_lines():
+    long = {name: n for name, path in core_modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"core modules over {MAX_LINES} lines (split each into one idea per module): {long}"
 
 
 def test_every_core_module_is_in_a_subpackage():

@@ -132,7 +132,3 @@ def check_model_params(config: GPTConfig, params: dict[str, np.ndarray]) -> None
         skeleton[module + ".weight"] = params[module + INT8]
     check_params(config, skeleton)
 
-
-def params_nbytes(params: dict[str, np.ndarray]) -> int:
-    """Bytes of all arrays (what model.safetensors holds, less its small header)."""
-    return sum(np.asarray(v).nbytes for v in params.values())

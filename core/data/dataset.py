@@ -1,4 +1,4 @@
-"""From text to training batches: tokenize once, cache on disk, cut random windows.
+"""From text to token arrays: load the corpus, train the tokenizer, tokenize once, cache on disk.
 
 `prepare_dataset` is the one call the training script makes: it loads the corpus (`core.data.corpus`),
 splits it by document, trains the tokenizer on the training split, and tokenizes both splits into
@@ -7,37 +7,25 @@ tokenizer and both token arrays are cached under `cache_dir`, keyed by a hash of
 a second run on the same data skips BPE training and tokenizing (on the default corpus: about
 15 s the first time, under 1 s after, on 2 CPU cores).
 
-Batches are a pure function of `(seed, index)`: `get_batch` seeds its own
-`numpy.random.Generator` with both, so the torch and tinygrad backends see identical batches and a
-run resumed at step k draws exactly the batches an uninterrupted run would have. Optimizer step s
-with `grad_accum` A uses batch indices s*A .. s*A+A-1; `get_step_batch` and `BatchPrefetcher`
-always return arrays shaped (A, B, T), A = 1 included, so the training loop has one code path.
+Batches cut from these arrays are in `core.data.batches`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import tempfile
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from core.data.corpus import Corpus, load_corpus, split_documents
+from core.data.corpus import load_corpus, split_documents
 from core.data.tokenizer import SPECIAL_TOKENS, Tokenizer, tokenizer_from_json, train_tokenizer
-
-__all__ = [
-    "Corpus", "load_corpus", "split_documents", "Dataset", "prepare_dataset", "encode_documents", "cached_tokens",
-    "cached_tokenizer", "check_length", "get_batch", "get_step_batch", "BatchPrefetcher", "eval_batches",
-]  # fmt: skip
 
 DEFAULT_CACHE_DIR = Path(".cache") / "data"  # relative to the working directory; git ignores .cache/
 ENCODE_CHUNK_CHARS = 4_000_000  # characters per encode_batch call: fast, without holding every id as a Python int
-EVAL_STREAM = 1  # third seed word for validation batches, so they never share a stream with training batches
 
 
 def token_dtype(vocab_size: int) -> type[np.unsignedinteger]:
@@ -124,23 +112,17 @@ class Dataset:
     val: np.ndarray  # token ids of the validation documents, same layout
     description: str  # the corpus in one line, e.g. "Python 3.11 standard library: 1,758 .py files, 31.5 MB"
     skip_summary: str  # the files left out, in one line ('' when none)
-    train_documents: int  # number of documents in each split
-    val_documents: int
 
-    @property
-    def train_tokens(self) -> int:
-        return len(self.train)
 
-    @property
-    def val_tokens(self) -> int:
-        return len(self.val)
+@dataclass
+class DataSettings:
+    """Where the text comes from and how it becomes tokens; stored in checkpoints for --resume."""
 
-    def summary(self) -> str:
-        tok = self.tokenizer
-        return (
-            f"{self.description}; {self.train_documents:,} train / {self.val_documents:,} val documents, "
-            f"{self.train_tokens:,} / {self.val_tokens:,} tokens ({tok.kind} tokenizer, vocab {tok.vocab_size:,})"
-        )
+    data: str | None = None  # file, folder, "synthetic" or None (the standard library)
+    tokenizer: str = "bpe"
+    vocab_size: int = 8192
+    max_data_mb: float | None = None
+    reverse: bool = False  # a backward model: token streams read from the end
 
 
 def prepare_dataset(
@@ -175,158 +157,4 @@ def prepare_dataset(
         val=val,
         description=corpus.description,
         skip_summary=corpus.skip_summary(),
-        train_documents=len(train_docs),
-        val_documents=len(val_docs),
     )
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"{name}={value!r} is invalid: use a positive integer")
-
-
-def check_length(tokens: np.ndarray, block_size: int, split_name: str) -> None:
-    """Raise ValueError unless `tokens` holds at least one window of block_size + 1 tokens."""
-    _check_positive(block_size=block_size)
-    n = len(tokens)
-    if n < block_size + 1:
-        fix = f"use block_size={n - 1} or less, or more text" if n >= 2 else "use more text"
-        raise ValueError(
-            f"the {split_name} split has {n:,} tokens, but block_size={block_size} needs at least "
-            f"{block_size + 1:,}: {fix} (a larger file or folder; for validation, also a larger val_fraction)"
-        )
-
-
-def _windows(tokens: np.ndarray, block_size: int, batch_size: int, rng: np.random.Generator):
-    # Start positions uniform over every full window, as nanoGPT's get_batch.
-    starts = rng.integers(0, len(tokens) - block_size, size=batch_size)
-    windows = np.asarray(tokens[starts[:, None] + np.arange(block_size + 1)], dtype=np.int64)  # (B, T+1)
-    # Contiguous copies: both frameworks take them without another copy.
-    return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])  # (B, T), (B, T)
-
-
-def _check_batch_args(tokens: np.ndarray, block_size: int, batch_size: int, seed: int) -> None:
-    check_length(tokens, block_size, "given")
-    _check_positive(batch_size=batch_size)
-    if seed < 0:
-        raise ValueError(f"seed={seed} is invalid: use 0 or a positive integer")
-
-
-def get_batch(
-    tokens: np.ndarray, block_size: int, batch_size: int, seed: int, index: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Batch number `index`: inputs x and targets y, int64 (batch_size, block_size), y being x shifted
-    by one (y[:, t] is the token that follows x[:, t]). A pure function of (tokens, seed, index)."""
-    _check_batch_args(tokens, block_size, batch_size, seed)
-    return _windows(tokens, block_size, batch_size, np.random.default_rng([seed, index]))
-
-
-def _stacked(tokens, block_size, batch_size, seed, first_index, count) -> tuple[np.ndarray, np.ndarray]:
-    pairs = [get_batch(tokens, block_size, batch_size, seed, first_index + a) for a in range(count)]
-    return np.stack([x for x, _ in pairs]), np.stack([y for _, y in pairs])  # (A, B, T) each
-
-
-def get_step_batch(
-    tokens: np.ndarray, block_size: int, batch_size: int, seed: int, step: int, grad_accum: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """The micro-batches of optimizer step `step`: batch indices step*A .. step*A+A-1, stacked (A, B, T)."""
-    _check_positive(grad_accum=grad_accum)
-    return _stacked(tokens, block_size, batch_size, seed, step * grad_accum, grad_accum)
-
-
-class BatchPrefetcher:
-    """Endless iterator over (x, y) shaped (grad_accum, batch_size, block_size), made ahead in a thread.
-
-    Item k holds batches start_index + k*A .. start_index + k*A + A-1 (A = grad_accum), exactly as
-    `get_batch` makes them. `start_index` counts batches, not steps: to resume at optimizer step s,
-    pass start_index = s * grad_accum; item k is then `get_step_batch(..., step=s + k)`.
-    A daemon thread keeps up to `depth` items ready so the accelerator does not wait on numpy.
-    Stop it with `close()` or by using it as a context manager; an error in the thread is raised by
-    the next `next()`.
-    """
-
-    def __init__(
-        self,
-        tokens: np.ndarray,
-        block_size: int,
-        batch_size: int,
-        seed: int,
-        start_index: int = 0,
-        depth: int = 4,
-        grad_accum: int = 1,
-        stride: int | None = None,
-    ) -> None:
-        _check_batch_args(tokens, block_size, batch_size, seed)
-        _check_positive(depth=depth, grad_accum=grad_accum)
-        if start_index < 0:
-            raise ValueError(f"start_index={start_index} is invalid: use 0 or a positive batch index")
-        self._args = (tokens, block_size, batch_size, seed)
-        self.grad_accum = grad_accum
-        # Batch indices between consecutive items: A alone, A * world_size when data-parallel ranks
-        # interleave (rank r of W takes batches (s*W + r)*A .. (s*W + r)*A + A-1 at step s).
-        self.stride = stride or grad_accum
-        self.next_index = start_index  # batch index of the first micro-batch of the next item handed out
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._closed = False
-        self._thread = threading.Thread(target=self._work, args=(start_index,), name="BatchPrefetcher", daemon=True)
-        self._thread.start()
-
-    def _put(self, item: object) -> bool:
-        # A bounded wait, so a full queue never keeps the thread from seeing close().
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def _work(self, index: int) -> None:
-        try:
-            while self._put(_stacked(*self._args, index, self.grad_accum)):
-                index += self.stride
-        except BaseException as e:  # handed to the consumer, who raises it
-            self._put(e)
-
-    def __iter__(self) -> BatchPrefetcher:
-        return self
-
-    def __next__(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._closed:
-            raise StopIteration
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            self.close()
-            raise item
-        self.next_index += self.stride
-        return item
-
-    def close(self) -> None:
-        """Stop the thread and drop the batches prepared ahead. Safe to call twice."""
-        self._closed = True
-        self._stop.set()
-        while True:  # unblock a thread waiting on a full queue
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        self._thread.join(timeout=5.0)
-
-    def __enter__(self) -> BatchPrefetcher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def eval_batches(
-    tokens: np.ndarray, block_size: int, batch_size: int, n_batches: int, seed: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`n_batches` validation batches (x, y), each (batch_size, block_size): the same on every call
-    with the same arguments, so successive evaluations measure the model, not the sample."""
-    _check_batch_args(tokens, block_size, batch_size, seed)
-    _check_positive(n_batches=n_batches)
-    rngs = [np.random.default_rng([seed, i, EVAL_STREAM]) for i in range(n_batches)]
-    return [_windows(tokens, block_size, batch_size, rng) for rng in rngs]

@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Protocol
 
 EOT = "<|endoftext|>"  # document separator, GPT-2's spelling
 MASK = "[MASK]"  # stands in for hidden tokens in masked-token training (--objective mlm)
 SPECIAL_TOKENS = [EOT, MASK]
 KINDS = ("bpe", "char")
-TOKENIZER_FILE = "tokenizer.json"  # the name used when saving into a folder
 
 
 class Tokenizer(Protocol):
@@ -194,22 +192,3 @@ def tokenizer_from_json(s: str) -> Tokenizer:
         return BPETokenizer(HFTokenizer.from_str(s))
     raise ValueError("unrecognised tokenizer JSON: expected a char tokenizer or a Hugging Face BPE tokenizer.json")
 
-
-def _file(path: str | Path) -> Path:
-    path = Path(path)
-    return path / TOKENIZER_FILE if path.is_dir() else path
-
-
-def save_tokenizer(tokenizer: Tokenizer, path: str | Path) -> Path:
-    """Write `tokenizer.json` (into `path` if it is a folder); returns the file written."""
-    file = _file(path)
-    file.write_text(tokenizer.to_json(), encoding="utf-8")
-    return file
-
-
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    """Read a file written by `save_tokenizer` (or a folder holding `tokenizer.json`)."""
-    file = _file(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"no tokenizer at {file}: pass the tokenizer.json saved with the checkpoint")
-    return tokenizer_from_json(file.read_text(encoding="utf-8"))

@@ -212,7 +212,7 @@ def bidirectional(
     return 0
 
 
-def attention(backend: Backend, checkpoint: str, prompt: str, step: str = "best", out: str = "attention.png") -> int:
+def attention(backend: Backend, checkpoint: str, prompt: str, step: str = "best", plot: str = "attention.png") -> int:
     """A grid of attention heatmaps (layers x heads) for one prompt, and a summary of each head."""
     from core.evaluate.attention_maps import attention_for_prompt, format_head_summary
     from core.plots.analysis import plot_attention_grid
@@ -225,7 +225,7 @@ def attention(backend: Backend, checkpoint: str, prompt: str, step: str = "best"
     print(format_head_summary(att.head_summary()))
     title = f"Attention, step {session.checkpoint.step} ({len(att.tokens)} tokens; {order})"
     causal = getattr(session.checkpoint.config, "causal", True)
-    print(f"wrote {plot_attention_grid(att.maps, att.tokens, out, title, causal)}")
+    print(f"wrote {plot_attention_grid(att.maps, att.tokens, plot, title, causal)}")
     return 0
 
 

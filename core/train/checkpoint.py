@@ -159,6 +159,14 @@ def _read(folder: Path, name: str, checksums: dict) -> bytes:
     return data
 
 
+def prune_step_checkpoints(run_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest `keep` `step-NNNNNN` checkpoints of a run (`last` and `best` stay)."""
+    steps = [c for c in list_checkpoints(run_dir) if c["name"].startswith("step-")]
+    for old in steps[: max(0, len(steps) - keep)]:
+        for path in (Path(run_dir) / "checkpoints").glob(f"{old['name']}*"):  # its `.old` copy too
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def load_checkpoint(path: str | Path, which: str | int = "last", optimizer: bool = False) -> Checkpoint:
     """Read a checkpoint; a missing, corrupt or truncated one is a ValueError/FileNotFoundError in one line."""
     folder = resolve_checkpoint(path, which)

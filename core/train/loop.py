@@ -2,7 +2,8 @@
 
 The core owns everything here: batches (a pure function of the seed and the step, so both backends
 see the same data and a resumed run sees what the uninterrupted one would have), the learning-rate
-schedule, evaluation, samples, checkpoints, metrics and interrupts. The backend only runs
+schedule, evaluation, samples, checkpoints (`core.train.checkpoint`), the metrics file
+(`core.train.metrics_log`) and interrupts (`core.train.signals`). The backend only runs
 `train_step` and `logits`.
 
 Resuming: a run stopped at step k (Ctrl-C, SIGTERM, or `--steps k`) saves `last` with the weights,
@@ -12,11 +13,7 @@ same backend and device the losses match the uninterrupted run step for step.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,16 +21,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from core.data.dataset import BatchPrefetcher, Dataset, eval_batches
+from core.data.batches import BatchPrefetcher, eval_batches
+from core.data.dataset import Dataset
 from core.data.masking import mlm_batch
 from core.evaluate.metrics import evaluate_batches
 from core.model.config import GPTConfig, TrainConfig
 from core.model.interface import Backend, Model
 from core.model.params import init_params
-from core.train.checkpoint import Checkpoint, list_checkpoints, save_checkpoint
-from core.train.durable import write_durably
+from core.train.checkpoint import Checkpoint, prune_step_checkpoints, save_checkpoint
 from core.train.meta import CheckpointMeta
+from core.train.metrics_log import MetricsLog
 from core.train.schedule import learning_rate
+from core.train.signals import StopRequest
 
 
 @dataclass
@@ -44,66 +43,6 @@ class TrainResult:
     best_val_loss: float = math.inf
     tokens_per_second: float = 0.0
     run_dir: Path | None = None
-
-
-class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag checked between steps, so the current step finishes and is saved."""
-
-    def __init__(self) -> None:
-        self.signal_name: str | None = None
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopRequest:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: signals cannot be caught here
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.signal_name is not None:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-class MetricsLog:
-    """metrics.jsonl: one JSON object per line; on resume, lines after the resumed step are dropped.
-
-    The kept lines are written to a temporary file that replaces the old one, so a crash (or a full
-    disk) during the rewrite leaves the old file whole. A last line cut short by a kill is dropped.
-    """
-
-    def __init__(self, path: Path, resume_step: int | None):
-        self.path = path
-        if resume_step is not None and path.exists():
-            lines = path.read_text().splitlines()
-            kept = [line for i, line in enumerate(lines) if _step_of(line, i == len(lines) - 1, path) <= resume_step]
-            write_durably(path, "".join(line + "\n" for line in kept).encode())
-        elif path.exists():
-            raise ValueError(f"{path} exists: a new run refuses to overwrite it (choose another --out)")
-
-    def write(self, record: dict, sync: bool = False) -> None:
-        """Append one line; `sync` flushes it to disk (before a checkpoint that must not run ahead of it)."""
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-
-
-def _step_of(line: str, last: bool, path: Path) -> float:
-    """The step a metrics line records; a damaged last line (cut by a kill) counts as after every step."""
-    try:
-        return json.loads(line)["step"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        if last:
-            return math.inf
-        raise ValueError(f"{path} has a damaged line ({line[:40]!r}): repair or remove it, then resume") from None
 
 
 def train(
@@ -188,10 +127,7 @@ def train(
             checkpoint(step, "best", val, with_optimizer=False)
         checkpoint(step, f"step-{step:06d}", val, with_optimizer=False)
         checkpoint(step, "last", val, with_optimizer=True)
-        steps = [c for c in list_checkpoints(run_dir) if c["name"].startswith("step-")]
-        for old in steps[: max(0, len(steps) - keep_checkpoints)]:
-            for path in (run_dir / "checkpoints").glob(f"{old['name']}*"):
-                shutil.rmtree(path, ignore_errors=True)
+        prune_step_checkpoints(run_dir, keep_checkpoints)
 
     bar = tqdm(total=tc.steps, initial=start, disable=not (progress and lead), unit="step", dynamic_ncols=True)
     window_tokens, window_start = 0, time.perf_counter()

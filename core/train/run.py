@@ -8,10 +8,10 @@ the steps. Rank 0 of a data-parallel job speaks and writes; the other processes 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from core.data.dataset import check_length, prepare_dataset
+from core.data.batches import check_length
+from core.data.dataset import DataSettings, prepare_dataset
 from core.data.direction import BACKWARD, FORWARD
 from core.data.tokenizer import tokenizer_from_json
 from core.evaluate.metrics import unigram_loss
@@ -23,17 +23,19 @@ from core.train.checkpoint import Checkpoint
 from core.train.explain import explain
 from core.train.loop import train
 from core.train.meta import CheckpointMeta
+from core.train.resume import check_same_vocabulary
+from core.train.run_config import CONFIG_FILE, write_run_config
 
 
-@dataclass
-class DataSettings:
-    """Where the text comes from and how it becomes tokens; stored in checkpoints for --resume."""
-
-    data: str | None = None  # file, folder, "synthetic" or None (the standard library)
-    tokenizer: str = "bpe"
-    vocab_size: int = 8192
-    max_data_mb: float | None = None
-    reverse: bool = False  # a backward model: token streams read from the end
+def save_effective_config(run_dir: Path, backend: str, settings: DataSettings, config: GPTConfig, tc: TrainConfig,
+                          sample_tokens: int) -> Path:
+    """config.toml: every setting of the run under its flag's name (the vocabulary is the tokenizer's to decide)."""
+    model = {k: v for k, v in config.to_dict().items() if k != "vocab_size"}
+    script = Path(sys.argv[0]).name
+    header = f"The settings of this run. Repeat it with: python {script} --config {run_dir / CONFIG_FILE} --out NEW"
+    groups = {"run": {"backend": backend, "sample_tokens": sample_tokens}, "data": dict(vars(settings)), "model": model,
+              "train": tc.to_dict()}
+    return write_run_config(run_dir / CONFIG_FILE, groups, header)
 
 
 def check_writable(run_dir: Path) -> None:
@@ -90,10 +92,7 @@ def run_training(
         config = GPTConfig(**fields)
     else:
         config = resume.config
-        if data.tokenizer.vocab_size != config.vocab_size:
-            raise ValueError(
-                f"--resume refuses a different tokenizer: vocabulary {data.tokenizer.vocab_size} vs {config.vocab_size}"
-            )
+        check_same_vocabulary(data.tokenizer.vocab_size, config)
     if settings.reverse:  # a backward model: the same pipeline on the token streams read from the end
         data.train, data.val = reverse_tokens(data.train), reverse_tokens(data.val)
     check_length(data.train, config.block_size, "training")
@@ -116,6 +115,8 @@ def run_training(
         print(explain(config, tc, data.tokenizer.kind, len(data.train)))
 
     resume_command = f"python {Path(sys.argv[0]).name} --backend {backend.name} --resume {run_dir}"
+    if resume is None:  # what `--config run_dir/config.toml` needs to repeat this run
+        save_effective_config(run_dir, backend.name, settings, config, tc, sample_tokens)
     meta = CheckpointMeta(
         run_settings={"data": settings.data, "tokenizer": settings.tokenizer, "max_data_mb": settings.max_data_mb},
         corpus=data.description,
@@ -134,5 +135,5 @@ def run_training(
               f"vs unigram baseline {baseline:.4f}; perplexity {result.last_val['perplexity']:.1f}")
     if result.stopped == "interrupted":
         print(f"resume with: {resume_command}")
-    print(f"files: checkpoints/, metrics.jsonl, training_curve.png in {run_dir}")
+    print(f"files: config.toml, checkpoints/, metrics.jsonl, training_curve.png in {run_dir}")
     return 0 if result.stopped != "non-finite loss" else 1
