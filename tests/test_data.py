@@ -189,7 +189,8 @@ def test_cached_tokens_are_reused(tmp_path, monkeypatch):
 def test_prepare_dataset_caches_tokenizer_and_tokens(tmp_path, monkeypatch):
     folder = tmp_path / "stories"
     for i in range(30):
-        write(folder / f"story{i:02d}.txt", f"Story number {i}. " + TEXT * 5)
+        # a different title word each: files differing only in a number are near-duplicates (core.data.dedup)
+        write(folder / f"story{i:02d}.txt", f"Story {'abcdefghijklmnopqrstuvwxyzABCD'[i] * 3}. " + TEXT * 5)
     cache = tmp_path / "cache"
     data = prepare_dataset(folder, "bpe", vocab_size=300, cache_dir=cache)
     assert data.tokenizer.kind == "bpe" and data.train.dtype == np.uint16

@@ -408,3 +408,46 @@ def test_kill_9_once_then_resume_equals_the_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_kill_9_many_times_then_resume_equals_the_uninterrupted_run(tmp_path, seed):
     kill_and_resume(tmp_path, kills=5, seed=seed, steps=200)
+
+
+# 8. the corpus: skipped files are reported; near-duplicate documents are trained on once
+def test_training_reports_the_files_it_skipped(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = random.Random(0)
+    for i in range(30):  # distinct texts (numbers alone would make them near-duplicates of each other)
+        words = " ".join("".join(rng.choice("abcdefghij") for _ in range(5)) for _ in range(120))
+        (data / f"{i:02d}.txt").write_text(words + "\n")
+    (data / "empty.txt").write_text("")
+    (data / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    code, out, err = run_main(["--backend", "torch", "--data", str(data), "--tokenizer", "char", "--preset", "demo",
+                               "--steps", "2", "--eval-every", "2", "--eval-batches", "1", "--no-progress",
+                               "--sample-tokens", "2", "--out", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    assert "corpus: skipped 2 file(s) (1 empty, 1 not UTF-8): empty.txt, latin1.txt" in out
+
+
+def test_near_duplicate_documents_are_left_out(tmp_path):
+    from core.data.corpus import load_corpus
+
+    data = tmp_path / "codecs"
+    data.mkdir()
+    for name, offset in (("cp1", 0), ("cp2", 7), ("cp3", 11)):  # generated tables: same code, other numbers
+        table = "\n".join(f"    {hex(i)}: {hex((i + offset) % 256)},  # {name} char {i}" for i in range(128))
+        (data / f"{name}.py").write_text(f'"""Codec {name}, generated."""\nNAME = "{name}"\nTABLE = {{\n{table}\n}}\n')
+    (data / "other.py").write_text("def f(x):\n    return x + 1\n" * 40)
+    corpus = load_corpus(data)
+    assert corpus.names == ["cp1.py", "other.py"]
+    assert corpus.skip_summary() == "skipped 2 file(s) (2 near-duplicate): cp2.py, cp3.py"
+
+
+def test_the_builtin_corpus_keeps_few_of_its_generated_codec_tables():
+    import sysconfig
+
+    from core.data.corpus import load_corpus
+
+    families = ("encodings/cp", "encodings/iso8859", "encodings/mac_")
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    on_disk = [p for p in stdlib.glob("encodings/*.py") if p.relative_to(stdlib).as_posix().startswith(families)]
+    kept = [n for n in load_corpus(None).names if n.startswith(families)]
+    assert len(on_disk) >= 50 and len(kept) <= len(on_disk) // 8, kept  # one per table layout, not one per codec

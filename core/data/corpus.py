@@ -2,8 +2,9 @@
 
 `load_corpus` turns the user's `--data` into a `Corpus`: a list of documents (one per file) with
 their names. Files that cannot be training text (not UTF-8, empty, a saved "404: Not Found" page)
-are skipped and reported in one line, never silently. `split_documents` decides which documents
-are for validation by a hash of each name, so adding a file never moves the others.
+and near-duplicates of another file (`core.data.dedup`) are skipped and reported in one line.
+`split_documents` decides which documents are for validation by a hash of each name, so adding a
+file never moves the others.
 
 The default corpus is the `.py` source of the running Python's standard library, test suites
 included (they are real code too), site-packages excluded: about 1,760 files and 31 MB on
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from core.data.dedup import near_duplicates
 
 SYNTHETIC_LABEL = "synthetic patterns (counting, sums, repeats)"
 DATA_HINT = "pass a text file, a folder of text files, 'synthetic', or nothing for the default corpus"
@@ -86,6 +89,16 @@ def _read_files(root: Path, paths: list[Path]) -> Corpus:
             corpus.documents.append(text)
             corpus.names.append(name)
     return corpus
+
+
+def _drop_near_duplicates(corpus: Corpus) -> None:
+    """Leave out documents that repeat another up to tables and comments (`core.data.dedup`), in place."""
+    repeats = near_duplicates(corpus.names, corpus.documents)
+    for i in sorted(repeats):
+        corpus.skipped.append(corpus.names[i])
+        corpus.skip_reasons.append("near-duplicate")
+    corpus.documents = [d for i, d in enumerate(corpus.documents) if i not in repeats]
+    corpus.names = [n for i, n in enumerate(corpus.names) if i not in repeats]
 
 
 def _visible_files(folder: Path, pattern: str = "*") -> list[Path]:
@@ -178,6 +191,7 @@ def load_corpus(data: str | Path | None = None, max_bytes: int | None = None) ->
                 raise ValueError(f"folder {str(data)!r} has no files: {DATA_HINT}")
             label, unit = str(data), "files"
         corpus = _read_files(root, files)
+        _drop_near_duplicates(corpus)
         if not corpus.documents:
             raise ValueError(f"no usable text in {label}: {corpus.skip_summary()}; {DATA_HINT}")
     capped = ""

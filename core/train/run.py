@@ -104,6 +104,8 @@ def run_training(
     tc, world = train_config, backend.world_size
     baseline = unigram_loss(data.train, data.val, config.vocab_size)
     print(f"corpus: {data.description}")
+    if data.skip_summary:  # files left out are reported, never silent
+        print(f"corpus: {data.skip_summary}")
     print(f"tokens: {len(data.train):,} train, {len(data.val):,} validation ({data.tokenizer.kind} tokenizer, "
           f"vocabulary {config.vocab_size:,})")
     print(f"model: {count_params(config):,} parameters ({config.n_layer} layers, {config.n_head} heads, "
