@@ -47,3 +47,21 @@ def test_batch_must_split_evenly(two_cpus):
 def test_repeated_devices_are_refused():
     with pytest.raises(ValueError, match="repeat"):
         get_backend("tinygrad", "CPU:0,CPU:0")
+
+
+def test_a_device_other_than_the_default_runs_everything(backends):
+    """`--device CPU:1`: positions, masks and caches live with the weights, not on tinygrad's default device."""
+    try:
+        other = get_backend("tinygrad", "CPU:1")
+    except ValueError as err:
+        pytest.skip(f"tinygrad offers no second CPU device here: {err}")
+    params = init_params(CONFIG, seed=0)
+    model, reference = other.build(CONFIG, params), backends["torch"].build(CONFIG, params)
+    x = np.random.default_rng(1).integers(0, 50, (1, 2, 9))
+    assert np.abs(model.logits(x[0, :, :-1]) - reference.logits(x[0, :, :-1])).max() < 1e-5
+    assert model.train_step(x[..., :-1], x[..., 1:], 1e-3) == pytest.approx(
+        reference.train_step(x[..., :-1], x[..., 1:], 1e-3), rel=1e-6)
+    prompt = x[0, :, :4]
+    assert np.abs(model.prefill(prompt) - reference.prefill(prompt)).max() < 1e-5
+    step = x[0, :, 4]  # one token per row (B,)
+    assert np.abs(model.decode(step) - reference.decode(step)).max() < 1e-5

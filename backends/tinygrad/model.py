@@ -234,6 +234,8 @@ class GPT:
         """int tokens (B, T) -> logits (B, T, vocab_size). With a cache, positions begin at `start`,
         which may be a bound symbolic Variable so a jitted decode step serves every position."""
         B, T = tokens.shape
+        # tinygrad 0.14's arange takes no device and has none: it joins the weights' device when used
+        # (tests/test_multidevice.py runs the model on CPU:1 to keep it so).
         positions = Tensor.arange(T) + start
         x = self.wte(tokens) + self.wpe(positions)  # (B, T, C)
         x = x.dropout(self.config.dropout)
