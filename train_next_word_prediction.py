@@ -371,6 +371,7 @@ def run_export_hf(args: argparse.Namespace) -> int:
 
 
 def run_import_hf(args: argparse.Namespace) -> int:
+    from core.cli.invocation import command
     from core.convert.huggingface import import_hf_folder
     from core.model.params import count_params
     from core.train.checkpoint import save_checkpoint
@@ -381,11 +382,12 @@ def run_import_hf(args: argparse.Namespace) -> int:
     c = checkpoint.config
     print(f"imported {args.model}: {count_params(c):,} parameters ({c.n_layer} layers, {c.n_embd} dims)")
     print(note)
-    print(f"generate with: python {Path(sys.argv[0]).name} generate --checkpoint {out}")
+    print(f"generate with: {command('generate', '--checkpoint', out)}")
     return 0
 
 
 def run_quantize(args: argparse.Namespace) -> int:
+    from core.cli.invocation import command
     from core.convert.quantize_checkpoint import quantize_checkpoint
     from core.train.checkpoint import MODEL_FILE, load_best_or_last, save_checkpoint
 
@@ -397,7 +399,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     before, after = (checkpoint.path / MODEL_FILE).stat().st_size, (out / MODEL_FILE).stat().st_size
     print(f"int8 checkpoint of {checkpoint.path} (step {checkpoint.step}) in {out}")
     print(f"{MODEL_FILE}: {after / 1e6:.2f} MB, {after / before:.0%} of the float32 {before / 1e6:.2f} MB")
-    print(f"generate with: python {Path(sys.argv[0]).name} generate --checkpoint {out}")
+    print(f"generate with: {command('generate', '--checkpoint', out)}")
     return 0
 
 

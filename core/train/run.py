@@ -7,9 +7,9 @@ the steps. Rank 0 of a data-parallel job speaks and writes; the other processes 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from core.cli.invocation import command
 from core.data.batches import check_length
 from core.data.dataset import DataSettings, prepare_dataset
 from core.data.direction import BACKWARD, FORWARD
@@ -31,8 +31,7 @@ def save_effective_config(run_dir: Path, backend: str, settings: DataSettings, c
                           sample_tokens: int) -> Path:
     """config.toml: every setting of the run under its flag's name (the vocabulary is the tokenizer's to decide)."""
     model = {k: v for k, v in config.to_dict().items() if k != "vocab_size"}
-    script = Path(sys.argv[0]).name
-    header = f"The settings of this run. Repeat it with: python {script} --config {run_dir / CONFIG_FILE} --out NEW"
+    header = f"The settings of this run. Repeat it with: {command('--config', run_dir / CONFIG_FILE, '--out', 'NEW')}"
     groups = {"run": {"backend": backend, "sample_tokens": sample_tokens}, "data": dict(vars(settings)), "model": model,
               "train": tc.to_dict()}
     return write_run_config(run_dir / CONFIG_FILE, groups, header)
@@ -114,7 +113,7 @@ def run_training(
     if show_explanation:
         print(explain(config, tc, data.tokenizer.kind, len(data.train)))
 
-    resume_command = f"python {Path(sys.argv[0]).name} --backend {backend.name} --resume {run_dir}"
+    resume_command = command("--backend", backend.name, "--resume", run_dir)
     if resume is None:  # what `--config run_dir/config.toml` needs to repeat this run
         save_effective_config(run_dir, backend.name, settings, config, tc, sample_tokens)
     meta = CheckpointMeta(
