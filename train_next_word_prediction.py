@@ -229,7 +229,9 @@ def add_analysis_commands(sub) -> None:
     an.add_argument("--spans", type=int, default=3, help="how many spans of each kind to show")
     an.add_argument("--rows", type=int, default=40, help="table rows to print (the JSON has all)")
     an.add_argument("--plot", default=None, metavar="PNG", help="write a bar chart of the token probabilities")
-    an.add_argument("--no-color", action="store_true", help="mark improbable tokens with [ ] instead of colours")
+    an.add_argument("--color", choices=["auto", "always", "never"], default="auto",
+                    help="colour improbable tokens: auto = only on a terminal; never marks them with [ ]")
+    an.add_argument("--no-color", dest="color", action="store_const", const="never", help="the same as --color never")
     la.add_argument("--data", help="a JSONL file with a 'text' field per line")
     la.add_argument("--from-text", default=None, metavar="FILE", help="cut passages from a plain text file instead")
     la.add_argument("--passages", type=int, default=200, help="passages to cut with --from-text")
@@ -418,7 +420,7 @@ def run_analyze(a: argparse.Namespace) -> int:
 
     return commands.analyze(make_backend(a), a.checkpoint, a.step, text=a.text, file=a.file, span=a.span,
                             spans=a.spans, stride=a.stride, rows=a.rows, json_path=a.json_path, plot=a.plot,
-                            no_color=a.no_color)
+                            color=a.color)
 
 
 def run_lambada(a: argparse.Namespace) -> int:
