@@ -65,11 +65,17 @@ def add_backend_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from core.cli.invocation import command_prefix
+
+    nwp = command_prefix()
+    examples = (f"examples:\n  {nwp} --backend torch    # train (the default command)\n"
+                f"  {nwp} generate --checkpoint runs/X --prompt 'def '\n  {nwp} COMMAND --help    # its flags")
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__.split("\n\n")[0], epilog=examples,
+        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=24, width=100),
     )
     parser.add_argument("--version", action="version", version=version_text())
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     t = sub.add_parser("train", help="train a model (the default command)")
     add_backend_flags(t)
     t.add_argument("--preset", default=None, help=f"model size: {', '.join(RUN_PRESETS)} (default: {DEFAULT_PRESET})")
@@ -233,7 +239,9 @@ def add_analysis_commands(sub) -> None:
     an.add_argument("--spans", type=int, default=3, help="how many spans of each kind to show")
     an.add_argument("--rows", type=int, default=40, help="table rows to print (the JSON has all)")
     an.add_argument("--plot", default=None, metavar="PNG", help="write a bar chart of the token probabilities")
-    an.add_argument("--no-color", action="store_true", help="mark improbable tokens with [ ] instead of colours")
+    an.add_argument("--color", choices=["auto", "always", "never"], default="auto",
+                    help="colour improbable tokens: auto = only on a terminal; never marks them with [ ]")
+    an.add_argument("--no-color", dest="color", action="store_const", const="never", help="the same as --color never")
     la.add_argument("--data", help="a JSONL file with a 'text' field per line")
     la.add_argument("--from-text", default=None, metavar="FILE", help="cut passages from a plain text file instead")
     la.add_argument("--passages", type=int, default=200, help="passages to cut with --from-text")
@@ -385,6 +393,7 @@ def run_export_hf(args: argparse.Namespace) -> int:
 
 
 def run_import_hf(args: argparse.Namespace) -> int:
+    from core.cli.invocation import command
     from core.convert.huggingface import import_hf_folder
     from core.model.params import count_params
     from core.train.checkpoint import save_checkpoint
@@ -395,11 +404,12 @@ def run_import_hf(args: argparse.Namespace) -> int:
     c = checkpoint.config
     print(f"imported {args.model}: {count_params(c):,} parameters ({c.n_layer} layers, {c.n_embd} dims)")
     print(note)
-    print(f"generate with: python {Path(sys.argv[0]).name} generate --checkpoint {out}")
+    print(f"generate with: {command('generate', '--checkpoint', out)}")
     return 0
 
 
 def run_quantize(args: argparse.Namespace) -> int:
+    from core.cli.invocation import command
     from core.convert.quantize_checkpoint import quantize_checkpoint
     from core.train.checkpoint import MODEL_FILE, load_best_or_last, save_checkpoint
 
@@ -411,7 +421,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     before, after = (checkpoint.path / MODEL_FILE).stat().st_size, (out / MODEL_FILE).stat().st_size
     print(f"int8 checkpoint of {checkpoint.path} (step {checkpoint.step}) in {out}")
     print(f"{MODEL_FILE}: {after / 1e6:.2f} MB, {after / before:.0%} of the float32 {before / 1e6:.2f} MB")
-    print(f"generate with: python {Path(sys.argv[0]).name} generate --checkpoint {out}")
+    print(f"generate with: {command('generate', '--checkpoint', out)}")
     return 0
 
 
@@ -430,7 +440,7 @@ def run_analyze(a: argparse.Namespace) -> int:
 
     return commands.analyze(make_backend(a), a.checkpoint, a.step, text=a.text, file=a.file, span=a.span,
                             spans=a.spans, stride=a.stride, rows=a.rows, json_path=a.json_path, plot=a.plot,
-                            no_color=a.no_color)
+                            color=a.color)
 
 
 def run_lambada(a: argparse.Namespace) -> int:

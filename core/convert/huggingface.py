@@ -36,7 +36,7 @@ from core.data.direction import FORWARD, require_direction
 from core.data.tokenizer import EOT, tokenizer_from_json
 from core.model.config import GPTConfig
 from core.model.params import check_params, param_shapes
-from core.train.checkpoint import Checkpoint
+from core.train.checkpoint import Checkpoint, apply_umask_modes
 from core.train.meta import CheckpointMeta
 
 PREFIX = "transformer."  # GPT2LMHeadModel's prefix for everything but lm_head
@@ -247,4 +247,5 @@ def export_hf_folder(checkpoint: Checkpoint, out_dir: str | Path) -> Path:
         }
         (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
         (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+    apply_umask_modes(out / "model.safetensors")  # safetensors writes 0600; the folder is meant to be shared
     return out

@@ -122,8 +122,9 @@ def _shown(token: str) -> str:
     return repr(token)[1:-1]
 
 
-def format_table(analysis: TokenAnalysis, limit: int | None = None) -> str:
-    """One line per token: index, token, probability, rank, entropy, and a bar of -log2 p."""
+def format_table(analysis: TokenAnalysis, limit: int | None = None, json_path: str | None = None) -> str:
+    """One line per token: index, token, probability, rank, entropy, and a bar of -log2 p. Past `limit`
+    rows, says how many more there are and where they all are (`json_path`, or the flag that writes it)."""
     rows = analysis.rows()
     shown = rows if limit is None or len(rows) <= limit else rows[:limit]
     lines = [f"{'#':>4}  {'token':<16} {'prob':>8} {'rank':>6} {'entropy':>7}  surprise (bits)"]
@@ -134,7 +135,8 @@ def format_table(analysis: TokenAnalysis, limit: int | None = None) -> str:
             f"{'#' * min(40, round(bits * 2))} {bits:.1f}"
         )
     if len(shown) < len(rows):
-        lines.append(f"... {len(rows) - len(shown)} more tokens (all of them are in the JSON)")
+        where = f"all of them are in {json_path}" if json_path else "--rows N shows more; --json FILE writes all"
+        lines.append(f"... {len(rows) - len(shown)} more tokens ({where})")
     return "\n".join(lines)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from pathlib import Path
 
 from core.data.direction import BACKWARD, FORWARD, require_direction, to_model_order
@@ -102,6 +104,15 @@ def evaluate(
     return 0
 
 
+def use_colour(color: str, stream=None) -> bool:
+    """`--color` as git reads it: always, never, or auto = only on a terminal (and not under NO_COLOR)."""
+    if color not in ("auto", "always", "never"):
+        raise ValueError(f"--color {color!r} is not one of auto, always, never")
+    stream = sys.stdout if stream is None else stream
+    auto = stream.isatty() and not os.environ.get("NO_COLOR")
+    return color == "always" or (color == "auto" and auto)
+
+
 def analyze(
     backend: Backend,
     checkpoint: str,
@@ -114,9 +125,10 @@ def analyze(
     rows: int = 40,
     json_path: str | None = None,
     plot: str | None = None,
-    no_color: bool = False,
+    color: str = "auto",
 ) -> int:
-    """Each token's probability, rank and entropy; the most and least predictable spans."""
+    """Each token's probability, rank and entropy; the most and least predictable spans. `color`:
+    always, never, or auto (colours only when the output is a terminal and NO_COLOR is not set)."""
     from core.evaluate.analysis import analyze_text, colour_legend, colour_view, format_spans, format_table
 
     session, direction = open_model(backend, checkpoint, step)
@@ -124,9 +136,10 @@ def analyze(
     result = analyze_text(session.model, session.tokenizer, body, direction, stride)
     given = "the text after it" if direction == BACKWARD else "the text before it"
     print(f"each token's probability given {given}\n")
-    print(colour_view(result, color=not no_color))
-    print("\n" + colour_legend(color=not no_color) + "\n")
-    print(format_table(result, rows))
+    use_color = use_colour(color)
+    print(colour_view(result, color=use_color))
+    print("\n" + colour_legend(color=use_color) + "\n")
+    print(format_table(result, rows, json_path))
     print("\n" + format_spans(result.spans(span, spans)))
     s = result.summary()
     print(

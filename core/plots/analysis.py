@@ -74,31 +74,50 @@ def plot_token_probability_distribution(probs: np.ndarray, png_path: str | Path)
     return _save(fig, png_path)
 
 
+def token_rows(n_tokens: int, per_row: int = 80, max_rows: int = 12) -> list[range]:
+    """The token positions drawn in each row of the token plot: every token, `per_row` a row, up to
+    `max_rows` rows (a longer text is cut there, and the figure's title says so)."""
+    return [range(i, min(i + per_row, n_tokens)) for i in range(0, min(n_tokens, per_row * max_rows), per_row)]
+
+
 def plot_token_probabilities(
     tokens: list[str],
     probs: np.ndarray,
     png_path: str | Path,
-    limit: int = 80,
+    per_row: int = 80,
     title: str = "Probability of each token",
+    max_rows: int = 12,
 ) -> Path:
-    """A bar per token of a text (the first `limit`), log scale, coloured as the terminal view."""
+    """A bar per token of a text, log scale, coloured as the terminal view; `per_row` tokens a row, so
+    every token is drawn (up to `max_rows` rows; the title says when the text was longer)."""
     from core.evaluate.analysis import BANDS, band
 
     colours = ["#2ca02c", "#98df8a", "#ffbb33", "#d62728", "#9467bd"]
     assert len(colours) == len(BANDS)
-    tokens, p = tokens[:limit], np.clip(np.asarray(probs, dtype=np.float64)[:limit], 1e-12, 1.0)
-    fig, ax = plt.subplots(figsize=(max(7, 0.22 * len(tokens) + 1.5), 4.2), dpi=120)
-    ax.bar(range(len(p)), p, color=[colours[band(float(v))] for v in p])
-    ax.set_yscale("log")
-    ax.set_ylim(min(1e-4, p.min() / 2), 1.5)
-    ax.set_xticks(range(len(tokens)), [_label(t) for t in tokens], rotation=90, fontsize=7, family="monospace")
-    ax.set_ylabel("P(token | context)")
+    p_all = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
+    rows = token_rows(len(tokens), per_row, max_rows)
+    shown = rows[-1].stop if rows else 0
+    width = max(7, 0.22 * max(len(r) for r in rows) + 1.5) if rows else 7
+    fig, axes = plt.subplots(len(rows) or 1, 1, figsize=(width, 0.6 + 3.0 * max(1, len(rows))), dpi=120, squeeze=False)
+    for ax, positions in zip(axes[:, 0], rows):
+        p = p_all[positions.start : positions.stop]
+        ax.bar(positions, p, color=[colours[band(float(v))] for v in p])
+        ax.set_yscale("log")
+        ax.set_ylim(min(1e-4, p_all[:shown].min() / 2), 1.5)  # one scale for every row
+        ax.set_xlim(positions.start - 0.6, positions.start + per_row - 0.4)  # rows aligned, the last one too
+        labels = [_label(tokens[i]) for i in positions]
+        ax.set_xticks(positions, labels, rotation=90, fontsize=7, family="monospace")
+        ax.set_ylabel(f"P, tokens {positions.start}-{positions.stop - 1}", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
     labels = ("p >= 50%", "10-50%", "1-10%", "0.1-1%", "< 0.1%")
     handles = [matplotlib.patches.Patch(color=c, label=label) for c, label in zip(colours, labels)]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=5, fontsize=8, frameon=False)
-    ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, png_path)
+    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False)
+    cut = f" (the first {shown} of {len(tokens)} tokens)" if shown < len(tokens) else f" ({len(tokens)} tokens)"
+    axes[0, 0].set_title(title + cut)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))  # room for the legend under the last row
+    fig.savefig(png_path)
+    plt.close(fig)
+    return Path(png_path)
 
 
 def plot_attention_grid(
@@ -146,13 +165,37 @@ def plot_bidirectional(rows: list[dict], png_path: str | Path, annotate: int = 5
     ax.plot([low, 0.05], [low, 0.05], color="grey", ls="--", lw=1, label="same probability both ways")
     labelled = [r["index"] for r in surprising(rows, annotate)]
     labelled += [i for i in np.argsort(-np.abs(f - b)).tolist() if i not in labelled][:annotate]
-    for i in labelled:
-        ax.annotate(_label(rows[i]["word"], 14), (f[i], b[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlim(low, 0.05)  # limits first: label placement measures where the text lands
+    ax.set_ylim(low, 0.05)
+    fig.tight_layout()  # the final layout before placing: labels are measured where they will be drawn
+    place_labels(ax, [(f[i], b[i]) for i in labelled], [_label(rows[i]["word"], 14) for i in labelled])
     ax.set_xlabel("log10 P(word | left context) per token  [forward model]")
     ax.set_ylabel("log10 P(word | right context) per token  [backward model]")
     ax.set_title(f"Each word from both sides ({len(rows)} words)")
-    ax.set_xlim(low, 0.05)
-    ax.set_ylim(low, 0.05)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     return _save(fig, png_path)
+
+
+# Where a label may sit around its point, in points: right, above, left, below and the diagonals.
+LABEL_OFFSETS = ((4, 3), (4, -9), (-4, 3), (-4, -9), (0, 7), (0, -13), (8, 10), (-8, -16))
+
+
+def place_labels(ax, points: list[tuple[float, float]], labels: list[str], fontsize: int = 7) -> list:
+    """Label points in order of priority, each at the first offset where it overlaps no label placed
+    before it; a label with no free place is left out (a dense cluster keeps its first labels legible).
+    Returns the annotations drawn."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed, taken = [], []
+    for (x, y), text in zip(points, labels):
+        for dx, dy in LABEL_OFFSETS:
+            ha = "right" if dx < 0 else "left" if dx > 0 else "center"
+            note = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize, ha=ha)
+            note.set_in_layout(False)  # a later tight_layout must not move the axes under placed labels
+            box = note.get_window_extent(renderer).expanded(1.05, 1.1)
+            if not any(box.overlaps(other) for other in taken):
+                placed.append(note)
+                taken.append(box)
+                break
+            note.remove()
+    return placed

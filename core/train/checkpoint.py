@@ -89,6 +89,7 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
         files[META_FILE] = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
         for name, data in files.items():
             write_file(tmp / name, data)
+        apply_umask_modes(tmp)
         fsync_dir(tmp)
         _replace_dir(tmp, path)
     except BaseException as err:
@@ -106,6 +107,24 @@ def _meta_digest(meta: dict) -> str:
     """sha256 of meta.json's content without its own digest, in the canonical form it is written in."""
     body = {k: v for k, v in meta.items() if k != "meta_sha256"}
     return hashlib.sha256(json.dumps(body, indent=2, sort_keys=True).encode()).hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def apply_umask_modes(*paths: str | Path) -> None:
+    """Give `paths` (and everything under a folder among them) the modes a plain `open`/`mkdir` would:
+    folders 0777 & ~umask, files 0666 & ~umask. `tempfile.mkdtemp` makes 0700 folders and safetensors
+    writes 0600 files, which a folder meant to be shared or uploaded should not keep."""
+    mask = _umask()
+    for path in map(Path, paths):
+        todo = [path, *path.rglob("*")] if path.is_dir() else [path]
+        for p in todo:
+            if not p.is_symlink():
+                p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 def _replace_dir(new: Path, target: Path) -> None:

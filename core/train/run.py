@@ -7,9 +7,10 @@ the steps. Rank 0 of a data-parallel job speaks and writes; the other processes 
 
 from __future__ import annotations
 
-import sys
+import os
 from pathlib import Path
 
+from core.cli.invocation import command
 from core.data.batches import check_length
 from core.data.dataset import DataSettings, prepare_dataset
 from core.data.direction import BACKWARD, FORWARD
@@ -31,23 +32,34 @@ def save_effective_config(run_dir: Path, backend: str, settings: DataSettings, c
                           sample_tokens: int) -> Path:
     """config.toml: every setting of the run under its flag's name (the vocabulary is the tokenizer's to decide)."""
     model = {k: v for k, v in config.to_dict().items() if k != "vocab_size"}
-    script = Path(sys.argv[0]).name
-    header = f"The settings of this run. Repeat it with: python {script} --config {run_dir / CONFIG_FILE} --out NEW"
+    header = f"The settings of this run. Repeat it with: {command('--config', run_dir / CONFIG_FILE, '--out', 'NEW')}"
     groups = {"run": {"backend": backend, "sample_tokens": sample_tokens}, "data": dict(vars(settings)), "model": model,
               "train": tc.to_dict()}
     return write_run_config(run_dir / CONFIG_FILE, groups, header)
 
 
 def check_writable(run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(
-            f"cannot write to the run folder {run_dir} ({err.strerror}): pass --out with a writable folder"
-        ) from None
+    """Refuse a run folder that cannot be written, without creating anything: a failed start (bad
+    data, a bad model shape) must leave no empty run folder behind. The folder is made when training starts."""
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())  # "." and "/" always do
+    reason = None
+    if not existing.is_dir():
+        reason = f"{existing} is a file"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = f"{existing} is not writable"
+    if reason:
+        raise ValueError(f"cannot write to the run folder {run_dir} ({reason}): pass --out with a writable folder")
+
+
+def plan(config: GPTConfig, tc: TrainConfig, settings: DataSettings, run_dir: Path, world: int = 1) -> str:
+    """What a run is about to do, printed before the data step (the slowest part of a first start)."""
+    data = settings.data or "the built-in corpus (this Python's standard library source; cached after the first run)"
+    size = (f"{count_params(config):,} parameters, " if settings.tokenizer == "bpe" else "") + (
+        f"{config.n_layer} layers x {config.n_embd} dims")
+    tokens = tc.batch_size * tc.grad_accum * world * config.block_size
+    return (f"about to train a model of {size} for {tc.steps:,} steps of {tokens:,} tokens ({settings.tokenizer} "
+            f"tokenizer) on {data}{f', at most {settings.max_data_mb} MB' if settings.max_data_mb else ''}; "
+            f"run folder {run_dir}")
 
 
 def make_sampler(tokenizer, max_new_tokens: int, seed: int, reverse: bool = False):
@@ -79,6 +91,10 @@ def run_training(
     train, and report. With `resume`, its config and tokenizer are used instead."""
     from core.data.direction import reverse_tokens
 
+    if resume is None:  # the model's shape checked before the slow data step (the tokenizer sets the vocabulary)
+        planned = GPTConfig(**{**model_fields, "vocab_size": settings.vocab_size})
+        if backend.rank == 0:
+            print(plan(planned, train_config, settings, run_dir, backend.world_size), flush=True)
     tokenizer = tokenizer_from_json(resume.tokenizer_json) if resume else None
     max_bytes = int(settings.max_data_mb * 1e6) if settings.max_data_mb else None
     data = prepare_dataset(settings.data, tokenizer_kind=settings.tokenizer, vocab_size=settings.vocab_size,
@@ -116,8 +132,9 @@ def run_training(
     if show_explanation:
         print(explain(config, tc, data.tokenizer.kind, len(data.train)))
 
-    resume_command = f"python {Path(sys.argv[0]).name} --backend {backend.name} --resume {run_dir}"
+    resume_command = command("--backend", backend.name, "--resume", run_dir)
     if resume is None:  # what `--config run_dir/config.toml` needs to repeat this run
+        run_dir.mkdir(parents=True, exist_ok=True)  # only now: everything above has been checked
         save_effective_config(run_dir, backend.name, settings, config, tc, sample_tokens)
     meta = CheckpointMeta(
         run_settings={"data": settings.data, "tokenizer": settings.tokenizer, "max_data_mb": settings.max_data_mb},

@@ -1,0 +1,1 @@
+"""What the command line shares with the core: how to print a command the user can run as printed."""
