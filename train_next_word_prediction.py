@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in this folder (or its checkpoints/last) where it stopped, same settings")
     t.add_argument("--extend-steps", type=int, default=None, metavar="N",
                    help="with --resume: train N steps more than planned (the learning rate then holds at min_lr)")
+    t.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="fine-tune: start a new run from these weights and tokenizer (a run folder, a checkpoint "
+                   "folder or a Hugging Face folder) with a fresh optimizer and schedule, on --data")
+    t.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also write TensorBoard event files to RUN/tensorboard (tensorboard --logdir runs)")
     t.add_argument("--devices", default=None, metavar="DEV,DEV",
                    help="tinygrad: train data-parallel over these devices in one process, e.g. CPU:0,CPU:1 or "
                    "CUDA:0,CUDA:1 (torch: use torchrun --nproc_per_node=N)")
@@ -285,6 +290,13 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.extend_steps is not None and not args.resume:
         raise ValueError("--extend-steps continues a run: pass it with --resume RUN_DIR")
+    if args.tensorboard:
+        from core.train.tensorboard_log import check_tensorboard
+
+        check_tensorboard()
+    if args.init_from and args.resume:
+        raise ValueError("--init-from starts a new run and --resume continues one: pass only one of them")
+    init = None
     if args.resume:  # the same run continued: its own settings, only evaluation flags may change
         resume, run_dir = resuming.load_resume(args.resume), resuming.run_dir_of(args.resume)
         data_given = {k: v for k, v in dict(data=args.data, tokenizer=args.tokenizer, max_data_mb=args.max_data_mb,
@@ -297,12 +309,23 @@ def run_train(args: argparse.Namespace) -> int:
         preset = args.preset or DEFAULT_PRESET
         if preset not in RUN_PRESETS:
             raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(RUN_PRESETS)}")
-        train_defaults = DEFAULT_TRAIN if preset == DEFAULT_PRESET else {}
+        # The default run's training settings belong to its model; a fine-tuning run starts from TrainConfig's.
+        train_defaults = DEFAULT_TRAIN if preset == DEFAULT_PRESET and not args.init_from else {}
         train_config = TrainConfig(**{**train_defaults, **given(args, TrainConfig)})
         settings = DataSettings(args.data, args.tokenizer or "bpe", args.vocab_size or 8192, args.max_data_mb,
                                 bool(args.reverse))
         model_fields = {**RUN_PRESETS[preset], **given(args, GPTConfig)}
         model_fields.pop("vocab_size", None)  # the tokenizer decides it (--vocab-size sizes the tokenizer)
+        if args.init_from:  # fine-tuning: the model is the checkpoint's; flags may only crop or re-set dropout
+            from core.train.init_from import load_initial_weights
+
+            if args.preset:
+                raise ValueError("--preset picks a new model's size: with --init-from the model is the checkpoint's")
+            init = load_initial_weights(args.init_from, given(args, GPTConfig))
+            if args.tokenizer and args.tokenizer != init.tokenizer_kind:
+                raise ValueError(f"--tokenizer {args.tokenizer} contradicts the model's {init.tokenizer_kind} "
+                                 "tokenizer: drop the flag (a fine-tuned model keeps its tokenizer)")
+            settings = dataclasses.replace(settings, tokenizer=init.tokenizer_kind, vocab_size=init.config.vocab_size)
         backend_name = args.backend or os.environ.get("GPT_BACKEND", "tinygrad")
         run_dir = Path(args.out or f"runs/{backend_name}-{time.strftime('%Y%m%d-%H%M%S')}")
         resuming.check_new_run_dir(run_dir)  # before anything is written: an existing run stays whole
@@ -311,7 +334,7 @@ def run_train(args: argparse.Namespace) -> int:
     if resume is not None:
         resuming.check_world_size(resume, backend.world_size)
     return run_training(backend, model_fields, train_config, settings, run_dir, resume, args.explain,
-                        not args.no_progress, args.sample_tokens)
+                        not args.no_progress, args.sample_tokens, init, bool(args.tensorboard))
 
 
 def run_generate(args: argparse.Namespace) -> int:

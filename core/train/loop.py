@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from core.data.batches import BatchPrefetcher, eval_batches
@@ -33,6 +34,7 @@ from core.train.meta import CheckpointMeta
 from core.train.metrics_log import MetricsLog
 from core.train.schedule import learning_rate
 from core.train.signals import StopRequest
+from core.train.tensorboard_log import TensorBoardLog
 
 
 @dataclass
@@ -57,13 +59,16 @@ def train(
     log: Callable[[str], None] = tqdm.write,
     progress: bool = True,
     keep_checkpoints: int = 3,
+    initial_params: dict[str, np.ndarray] | None = None,
+    tensorboard: bool = False,
 ) -> TrainResult:
     """Train `config` on `data` until `train_config.steps`, an interrupt, early stopping or a bad loss.
 
     `meta` is stored in every checkpoint (data settings, the command that resumes). `sample(model,
     step)` returns a short text shown at each evaluation. With several data-parallel processes
     (`backend.world_size` > 1) each draws its own batches from the shared seeded stream, and only
-    rank 0 evaluates, logs and writes files.
+    rank 0 evaluates, logs and writes files. `initial_params` start a new run from trained weights
+    (fine-tuning) instead of `init_params`; `tensorboard` also writes TensorBoard event files.
     """
     run_dir = Path(run_dir)
     tc, rank, world = train_config, backend.rank, backend.world_size
@@ -71,7 +76,10 @@ def train(
     if not lead:
         log = lambda text: None  # noqa: E731  (one voice: rank 0 speaks for all processes)
     backend.manual_seed(tc.seed)
-    params = resume.params if resume else init_params(config, seed=tc.seed)
+    if resume is not None:
+        params = resume.params
+    else:
+        params = initial_params if initial_params is not None else init_params(config, seed=tc.seed)
     model = backend.build(config, params, tc)
     start, best_val, evals_without_gain = 0, math.inf, 0
     if resume is not None:
@@ -81,6 +89,7 @@ def train(
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics = MetricsLog(run_dir / "metrics.jsonl", start if resume else None)
+        board = TensorBoardLog(run_dir, start if resume else None) if tensorboard else None
     tokens_per_step = tc.batch_size * tc.grad_accum * config.block_size * world  # global, all processes
     val_batches = eval_batches(data.val, config.block_size, tc.batch_size, tc.eval_batches, tc.seed)
     if tc.objective == "mlm":  # the same windows with fixed masks, so evaluations stay comparable
@@ -117,7 +126,10 @@ def train(
             f"val accuracy {val['accuracy']:.3f}, val perplexity {val['perplexity']:.2f}"
         )
         if sample is not None:
-            log(f"  sample: {sample(model, step)!r}")
+            text = sample(model, step)
+            log(f"  sample: {text!r}")
+            if board is not None:
+                board.text(step, "sample", text)
         return val, improved
 
     def save_evaluation(step: int, val: dict, improved: bool) -> None:
@@ -165,6 +177,8 @@ def train(
                 record.update(val_loss=val["loss"], val_accuracy=val["accuracy"], val_perplexity=val["perplexity"])
             if lead:  # the step's line is on disk before any checkpoint of it: metrics never lag `last`
                 metrics.write(record, sync=evaluating or stopping)
+                if board is not None:
+                    board.scalars(done, record)
             if evaluating and lead:
                 save_evaluation(done, val, improved)
                 window_tokens, window_start = 0, time.perf_counter()  # evaluation time is not training time
@@ -179,4 +193,6 @@ def train(
                 result.stopped = "interrupted"
                 break
     bar.close()
+    if lead and board is not None:
+        board.close()
     return result

@@ -39,6 +39,7 @@ class CheckpointMeta:
     quantized_embeddings: bool | None = None
     quantized_from: str | None = None  # the checkpoint it was quantized from
     imported_from: str | None = None  # a Hugging Face folder, for `import-hf` output
+    init_from: str | None = None  # the checkpoint a fine-tuning run started from (`train --init-from`)
     source: str | None = None
 
     def __post_init__(self) -> None:

@@ -22,6 +22,7 @@ from core.model.params import count_params
 from core.plots.training_curve import plot_training_curve
 from core.train.checkpoint import Checkpoint
 from core.train.explain import explain
+from core.train.init_from import InitialWeights, check_init_matches
 from core.train.loop import train
 from core.train.meta import CheckpointMeta
 from core.train.resume import check_same_vocabulary
@@ -29,12 +30,12 @@ from core.train.run_config import CONFIG_FILE, write_run_config
 
 
 def save_effective_config(run_dir: Path, backend: str, settings: DataSettings, config: GPTConfig, tc: TrainConfig,
-                          sample_tokens: int) -> Path:
+                          sample_tokens: int, extra: dict | None = None) -> Path:
     """config.toml: every setting of the run under its flag's name (the vocabulary is the tokenizer's to decide)."""
     model = {k: v for k, v in config.to_dict().items() if k != "vocab_size"}
     header = f"The settings of this run. Repeat it with: {command('--config', run_dir / CONFIG_FILE, '--out', 'NEW')}"
-    groups = {"run": {"backend": backend, "sample_tokens": sample_tokens}, "data": dict(vars(settings)), "model": model,
-              "train": tc.to_dict()}
+    run = {"backend": backend, "sample_tokens": sample_tokens, **(extra or {})}
+    groups = {"run": run, "data": dict(vars(settings)), "model": model, "train": tc.to_dict()}
     return write_run_config(run_dir / CONFIG_FILE, groups, header)
 
 
@@ -86,20 +87,28 @@ def run_training(
     show_explanation: bool = False,
     progress: bool = True,
     sample_tokens: int = 48,
+    init: InitialWeights | None = None,
+    tensorboard: bool = False,
 ) -> int:
     """Prepare the data, finish the model config (`model_fields`; the tokenizer sets the vocabulary),
-    train, and report. With `resume`, its config and tokenizer are used instead."""
+    train, and report. With `resume`, its config and tokenizer are used instead; with `init`
+    (fine-tuning), its config, tokenizer and weights, with a fresh optimizer and schedule."""
     from core.data.direction import reverse_tokens
 
+    if init is not None:
+        check_init_matches(init, train_config, settings)
     if resume is None:  # the model's shape checked before the slow data step (the tokenizer sets the vocabulary)
-        planned = GPTConfig(**{**model_fields, "vocab_size": settings.vocab_size})
+        planned = init.config if init else GPTConfig(**{**model_fields, "vocab_size": settings.vocab_size})
         if backend.rank == 0:
             print(plan(planned, train_config, settings, run_dir, backend.world_size), flush=True)
-    tokenizer = tokenizer_from_json(resume.tokenizer_json) if resume else None
+    start_from = resume or init  # where the tokenizer (and the model config) come from, if anywhere
+    tokenizer = tokenizer_from_json(start_from.tokenizer_json) if start_from else None
     max_bytes = int(settings.max_data_mb * 1e6) if settings.max_data_mb else None
     data = prepare_dataset(settings.data, tokenizer_kind=settings.tokenizer, vocab_size=settings.vocab_size,
                            tokenizer=tokenizer, max_bytes=max_bytes)
-    if resume is None:
+    if init is not None:
+        config = init.config
+    elif resume is None:
         fields = {**model_fields, "vocab_size": data.tokenizer.vocab_size}  # the tokenizer decides the vocabulary
         if train_config.objective == "mlm":  # masked-token filling reads both directions
             if fields.get("causal"):
@@ -114,7 +123,8 @@ def run_training(
     check_length(data.train, config.block_size, "training")
     check_length(data.val, config.block_size, "validation")
     if backend.rank != 0:  # data-parallel helpers train silently; rank 0 reports and writes
-        train(backend, config, train_config, data, run_dir, resume=resume, progress=False)
+        train(backend, config, train_config, data, run_dir, resume=resume, progress=False,
+              initial_params=init.params if init else None)
         return 0
 
     tc, world = train_config, backend.world_size
@@ -135,16 +145,21 @@ def run_training(
     resume_command = command("--backend", backend.name, "--resume", run_dir)
     if resume is None:  # what `--config run_dir/config.toml` needs to repeat this run
         run_dir.mkdir(parents=True, exist_ok=True)  # only now: everything above has been checked
-        save_effective_config(run_dir, backend.name, settings, config, tc, sample_tokens)
+        extra = {"tensorboard": tensorboard, **({"init_from": init.source} if init else {})}
+        save_effective_config(run_dir, backend.name, settings, config, tc, sample_tokens, extra)
     meta = CheckpointMeta(
         run_settings={"data": settings.data, "tokenizer": settings.tokenizer, "max_data_mb": settings.max_data_mb},
         corpus=data.description,
         resume_command=resume_command,
         direction=BACKWARD if settings.reverse else FORWARD,
+        init_from=init.source if init else (resume.meta.init_from if resume else None),
     )
     # A bidirectional model fills masks (predict-masked); it does not continue text.
     sample = None if tc.objective == "mlm" else make_sampler(data.tokenizer, sample_tokens, tc.seed, settings.reverse)
-    result = train(backend, config, tc, data, run_dir, resume=resume, meta=meta, sample=sample, progress=progress)
+    if init is not None:
+        print(f"fine-tuning from {init.source}: its weights and tokenizer, a fresh optimizer and schedule")
+    result = train(backend, config, tc, data, run_dir, resume=resume, meta=meta, sample=sample, progress=progress,
+                   initial_params=init.params if init else None, tensorboard=tensorboard)
 
     if (run_dir / "metrics.jsonl").exists():
         plot_training_curve(run_dir / "metrics.jsonl", run_dir / "training_curve.png", baseline)
