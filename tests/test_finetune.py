@@ -153,3 +153,15 @@ def test_tensorboard_events_hold_the_metrics(base_run, tmp_path, capsys):
     assert tags <= set(events.Tags()["tensors"])
     samples = [make_ndarray(e.tensor_proto).item().decode() for e in events.Tensors("sample")]
     assert len(samples) == 2 and all(isinstance(s, str) for s in samples)
+
+
+def test_a_fine_tuning_run_resumes_like_any_run(base_run, tmp_path, capsys):
+    run = tmp_path / "ft"
+    code, out = train([*TINY, "--init-from", str(base_run), "--steps", "5", "--lr", "1e-4", "--out", str(run)],
+                      capsys)
+    assert code == 0, out
+    code, out = train(["--resume", str(run), "--extend-steps", "3", "--no-progress"], capsys)
+    assert code == 0, out
+    resumed = load_checkpoint(run)
+    assert resumed.step == 8 and resumed.meta.init_from == str(base_run)
+    assert [r["step"] for r in metrics(run)] == list(range(1, 9))
