@@ -24,7 +24,7 @@ from pathlib import Path
 from core.config import DTYPES, PRESETS, GPTConfig, TrainConfig, field_help
 
 ANALYSIS_COMMANDS = ("evaluate", "analyze", "lambada", "bidirectional", "attention", "codecheck")
-COMMANDS = ("train", "generate", "chat", "predict-masked", *ANALYSIS_COMMANDS)
+COMMANDS = ("train", "generate", "chat", "predict-masked", "serve", *ANALYSIS_COMMANDS)
 CONVERT_COMMANDS = ("export-hf", "import-hf", "quantize")  # checkpoint conversions in numpy, no backend
 DEFAULT_PRESET = "default"  # the README's first command: a few minutes on a 2-core CPU
 RUN_PRESETS = {**PRESETS, "default": dict(n_layer=2, n_head=4, n_embd=64, block_size=64)}
@@ -126,7 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--top-k", type=int, default=5, help="fillers to show per mask")
     add_analysis_commands(sub)
     add_convert_commands(sub)
+    add_serve_command(sub)
     return parser
+
+
+def add_serve_command(sub) -> None:
+    s = sub.add_parser("serve", help="an OpenAI-compatible HTTP API and a web page for a trained model")
+    add_backend_flags(s)
+    s.add_argument("--checkpoint", required=True, help="a run folder or a checkpoint folder")
+    s.add_argument("--step", default="best", help="which checkpoint of the run: best, last or a step number")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    s.add_argument("--port", type=int, default=8000, help="port to listen on")
+    s.add_argument("--slots", type=int, default=8, help="requests decoded together in one batch")
+    s.add_argument("--max-tokens-limit", type=int, default=None, help="largest max_tokens (default: block_size)")
 
 
 def run_predict_masked(args: argparse.Namespace) -> int:
@@ -376,6 +388,11 @@ def main(argv: list[str] | None = None) -> int:
             return run_convert(args)
         if args.command == "predict-masked":
             return run_predict_masked(args)
+        if args.command == "serve":
+            from core.serve.server import serve
+
+            return serve(make_backend(args), args.checkpoint, args.step, args.host, args.port, args.slots,
+                         args.max_tokens_limit)
         return run_train(args) if args.command == "train" else run_generate(args)
     except (ValueError, FileNotFoundError, NotImplementedError, SetupError) as err:
         print(f"error: {err}", file=sys.stderr)
