@@ -23,6 +23,7 @@ openai = pytest.importorskip("openai", reason="the openai package is not install
 import train_next_word_prediction as cli  # noqa: E402
 from core.analysis import analyze_text  # noqa: E402
 from core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from core.metrics import log_softmax  # noqa: E402
 from core.serve.server import load, start_background  # noqa: E402
 
 PROMPTS = ["count 1 2", "3 4 5", "7", "count", "1 2 3 4", "9 8", "5 5", "2"]
@@ -110,7 +111,7 @@ def test_echo_returns_the_prompt_and_its_logprobs(server, client):
     assert c.text.startswith("1 2 3") and len(c.text) == 5 + len(c.logprobs.tokens) - 5
     assert c.logprobs.token_logprobs[0] is None and c.logprobs.tokens[:5] == list("1 2 3")
     full = served.session.model.logits(np.array([served.session.tokenizer.encode("1 2 3")]))[0]
-    logp = full - np.log(np.exp(full - full.max(-1, keepdims=True)).sum(-1, keepdims=True)) - full.max(-1, keepdims=True)
+    logp = log_softmax(full)
     ids = served.session.tokenizer.encode("1 2 3")
     np.testing.assert_allclose(c.logprobs.token_logprobs[1:5], [logp[t - 1, ids[t]] for t in range(1, 5)], atol=1e-5)
 
@@ -197,7 +198,7 @@ def test_a_client_that_disconnects_frees_its_slot(server):
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     body = json.dumps({"prompt": "count", "max_tokens": 40, "temperature": 1.0, "stream": True, "stop": ["\x00"]})
     conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
-    response = response = conn.getresponse()
+    response = conn.getresponse()
     assert response.readline().startswith(b"data: ")
     conn.sock.close()  # leave mid-stream
     conn.close()
