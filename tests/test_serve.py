@@ -24,30 +24,21 @@ import train_next_word_prediction as cli  # noqa: E402
 from core.analysis import analyze_text  # noqa: E402
 from core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from core.metrics import log_softmax  # noqa: E402
-from core.serve.server import load, start_background  # noqa: E402
+from tests.serve_helpers import start_server, train_tiny_run  # noqa: E402
 
 PROMPTS = ["count 1 2", "3 4 5", "7", "count", "1 2 3 4", "9 8", "5 5", "2"]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("serve") / "run"
-    args = ["--backend", "torch", "--data", "synthetic", "--tokenizer", "char", "--preset", "demo", "--block-size",
-            "48", "--steps", "30", "--eval-every", "30", "--eval-batches", "2", "--batch-size", "8", "--no-progress",
-            "--out", str(out)]
-    assert cli.main(args) == 0
-    return out
+    return train_tiny_run(tmp_path_factory.mktemp("serve") / "run")
 
 
 @pytest.fixture(scope="module")
 def server(run):
-    from backends import get_backend
-
-    served = load(get_backend("torch"), str(run), slots=8)
-    uv, url = start_background(served)
+    served, url, stop = start_server(run)
     yield served, url
-    uv.should_exit = True
-    served.batcher.close()
+    stop()
 
 
 @pytest.fixture(scope="module")
