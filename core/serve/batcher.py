@@ -29,7 +29,7 @@ import numpy as np
 
 from core.backend import Model
 from core.metrics import log_softmax
-from core.sampling import SamplingConfig, sample_with_stats
+from core.sampling import SamplingConfig, sample
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,10 @@ class Token:
     """One chosen token and what the model thought of it (log-probabilities of the model's softmax)."""
 
     id: int
-    logprob: float
-    rank: int  # tokens the model rated strictly more likely (0: its first choice)
-    entropy: float  # entropy in nats of the model's distribution at this step
-    top: list[tuple[int, float]]  # the `top_logprobs` most likely (id, logprob), most likely first
+    logprob: float | None = None  # None (and the rest too) when the job did not ask for logprobs
+    rank: int | None = None  # tokens the model rated strictly more likely (0: its first choice)
+    entropy: float | None = None  # entropy in nats of the model's distribution at this step
+    top: list[tuple[int, float]] | None = None  # the `top_logprobs` most likely (id, logprob), likeliest first
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Job:
     sampling: SamplingConfig
     rng: np.random.Generator | None  # None when greedy
     deliver: Callable[[Token | Finished], None]
-    top_logprobs: int = 0
+    top_logprobs: int | None = None  # alternatives to report per token; None: no logprobs at all
     stop_id: int | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     seq: list[int] = field(default_factory=list)  # prompt + chosen tokens (worker only)
@@ -174,29 +174,37 @@ class Batcher:
         job.deliver(Finished("error", error=f"{type(err).__name__}: {err}"))
 
     def _choose_many(self, rows: dict[int, tuple[Job, np.ndarray]]) -> None:
-        """Choose the next token of each job; jobs with equal settings are sampled in one call."""
+        """Choose the next token of each job; jobs with equal settings are sampled in one call.
+
+        `sample` draws exactly what `sample_with_stats` (and so `generate`) draws; the statistics are
+        computed here only for jobs that asked for logprobs, from one log-softmax of the model's logits."""
         groups: dict[SamplingConfig, list[int]] = {}
         for slot, (job, _) in rows.items():
             groups.setdefault(job.sampling, []).append(slot)
         for config, slots in groups.items():
             x = np.stack([rows[s][1] for s in slots])  # (n, V)
-            gens = None if config.greedy else [rows[s][0].rng for s in slots]
-            tokens, stats = sample_with_stats(x, config, gens)
-            logp = log_softmax(x)
+            tokens = sample(x, config, None if config.greedy else [rows[s][0].rng for s in slots])
             for i, s in enumerate(slots):
-                self._record(s, rows[s][0], int(tokens[i]), logp[i], int(stats.rank[i]), float(stats.model_entropy[i]))
+                job, token = rows[s][0], int(tokens[i])
+                self._record(s, job, _stats(x[i], token, job.top_logprobs) if job.top_logprobs is not None else
+                             Token(token))
 
-    def _record(self, slot: int, job: Job, token: int, logp: np.ndarray, rank: int, entropy: float) -> None:
+    def _record(self, slot: int, job: Job, token: Token) -> None:
         job.chosen += 1
-        job.seq.append(token)
-        if token == job.stop_id:
+        job.seq.append(token.id)
+        if token.id == job.stop_id:
             self.active.pop(slot, None)
             job.deliver(Finished("stop"))
             return
-        k = min(job.top_logprobs, logp.shape[0])
-        top = np.argsort(-logp, kind="stable")[:k] if k else []
-        job.deliver(Token(token, float(logp[token]), rank, entropy, [(int(t), float(logp[t])) for t in top]))
+        job.deliver(token)
         if job.chosen == job.max_tokens:
             self.active.pop(slot, None)
             job.deliver(Finished("length"))
 
+
+def _stats(logits: np.ndarray, token: int, top: int) -> Token:
+    """`token` with its log-probability, rank and the entropy under softmax(logits), and the `top` likeliest."""
+    logp = log_softmax(logits)  # (V,) float64
+    best = np.argsort(-logp, kind="stable")[:top] if top else []
+    return Token(token, float(logp[token]), int((logits > logits[token]).sum()), float(-(np.exp(logp) * logp).sum()),
+                 [(int(t), float(logp[t])) for t in best])

@@ -79,7 +79,7 @@ class Completion:
                     rng = np.random.default_rng(None if req.seed is None else req.seed + index)
                 job = Job(ids, req.max_tokens, req.sampling, rng,
                           deliver=lambda ev, k=index: loop.call_soon_threadsafe(events.put_nowait, (k, ev)),
-                          top_logprobs=req.logprobs or 0, stop_id=tok.eot_id)
+                          top_logprobs=req.logprobs, stop_id=tok.eot_id)
                 self.jobs.append(job)
                 self.served.batcher.submit(job)
         offsets = [len(tok.decode(self.prompt_ids[k // req.n])) if req.echo else 0 for k in range(len(self.jobs))]
@@ -97,7 +97,7 @@ class Completion:
             if stream.stopped:
                 continue  # tokens that were already on their way when a stop string matched
             self.completion_tokens += 1
-            before = len(tok.decode(stream.ids))
+            before = len(tok.decode(stream.ids)) if req.logprobs is not None else 0  # the token's text offset
             text = stream.push(event.id)
             lp = None
             if req.logprobs is not None:
