@@ -48,10 +48,14 @@ def client(server):
 
 def cli_generate(capsys, run: Path, prompt: str, *flags: str) -> str:
     """What `generate` prints after the prompt (its continuation), for the same checkpoint."""
+    return cli_generate_on(capsys, run, "torch", prompt, *flags)
+
+
+def cli_generate_on(capsys, run: Path, backend: str, prompt: str, *flags: str) -> str:
     capsys.readouterr()
-    assert cli.main(["generate", "--backend", "torch", "--checkpoint", str(run), "--prompt", prompt, *flags]) == 0
+    assert cli.main(["generate", "--backend", backend, "--checkpoint", str(run), "--prompt", prompt, *flags]) == 0
     out = capsys.readouterr().out
-    line = out[out.index("\n") + 1 :]  # after "using torch on cpu"
+    line = out[out.index("\n") + 1 :]  # after "using <backend> on <device>"
     assert line.startswith(prompt) and line.endswith("\n")
     return line[len(prompt) : -1]
 
@@ -207,3 +211,18 @@ def test_a_bidirectional_checkpoint_is_refused_at_start(run, tmp_path, capsys):
     assert cli.main(["serve", "--backend", "torch", "--checkpoint", str(tmp_path / "mlm"), "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "bidirectional" in err
+
+
+def test_tinygrad_server_text_equals_tinygrad_generate(run, capsys):
+    """The same request on the tinygrad backend: its slot cache and jitted steps give `generate`'s text."""
+    expected = cli_generate(capsys, run, "count 1 2", "--temperature", "0", "--max-new-tokens", "20")
+    expected_tg = cli_generate_on(capsys, run, "tinygrad", "count 1 2", "--temperature", "0", "--max-new-tokens", "20")
+    served, url, stop = start_server(run, backend="tinygrad", slots=4)
+    try:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        ask = lambda stream: client.completions.create(  # noqa: E731
+            model=served.name, prompt="count 1 2", max_tokens=20, temperature=0, stream=stream)
+        whole, streamed = ask(False).choices[0].text, "".join(c.choices[0].text for c in ask(True))
+    finally:
+        stop()
+    assert whole == streamed == expected_tg == expected

@@ -257,6 +257,7 @@ class TinygradModel:
     # ---- serving: a cache of slots, one request each at its own position (backends/tinygrad/slots.py)
     def slot_start(self, n_slots: int) -> None:
         check_causal(self.config)
+        slots.share_compile_cache()  # a server calls the slot methods from its own worker thread
         self.slot_cache = slots.SlotCache(self.net, n_slots, self.device)
         # The decode step's inputs, overwritten in place before each call.
         self._slot_fed, self._slot_pos = slots.int_input(self.device, n_slots, 1), slots.int_input(self.device, n_slots)

@@ -12,9 +12,12 @@ the prompt is hidden by the decode mask until decode overwrites it.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sqlite3
 
-from tinygrad import Tensor, dtypes
+from tinygrad import Tensor, dtypes, helpers
 
 from backends.tinygrad.model import GPT, KVCache, attention
 
@@ -25,6 +28,21 @@ class SlotCache(KVCache):
     def __init__(self, net: GPT, slots: int, device: str):
         super().__init__(net.config, slots, device)
         self.slots = slots
+
+
+def share_compile_cache() -> None:
+    """Let any thread use tinygrad's on-disk compile cache. tinygrad 0.14 keeps one sqlite connection
+    per process (`helpers.db_connection`), which sqlite3 lets only its opening thread use; a server loads
+    the model in the main thread and compiles in its worker thread. Only one thread runs tinygrad at a
+    time here, so one connection opened with check_same_thread=False is safe."""
+    if getattr(helpers, "_db_connection_shared", False):
+        return
+    os.makedirs(os.path.dirname(helpers.CACHEDB), exist_ok=True)
+    conn = sqlite3.connect(helpers.CACHEDB, timeout=60, isolation_level="IMMEDIATE", check_same_thread=False)
+    with contextlib.suppress(sqlite3.OperationalError):  # as tinygrad opens it
+        conn.execute("PRAGMA journal_mode=WAL").fetchone()
+    conn.execute("PRAGMA synchronous=NORMAL")
+    helpers._db_connection, helpers._db_connection_shared = conn, True
 
 
 def int_input(device: str, *shape: int) -> Tensor:

@@ -90,6 +90,9 @@ class Batcher:
         self._stop.set()
         self.inbox.put(None)  # wake the worker
         self._thread.join(timeout=10)
+        for job in self.active.values():  # nobody will decode them now: end them rather than leave clients waiting
+            job.deliver(Finished("error", error="the server is shutting down"))
+        self.active.clear()
 
     def submit(self, job: Job) -> None:
         self.inbox.put(job)
