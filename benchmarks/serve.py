@@ -129,6 +129,15 @@ def summarize(runs: list[dict], alone: list[str], clients: int) -> dict:
     }
 
 
+def median_round(rounds: list[dict]) -> dict:
+    """The round with the median tokens/s, with errors, texts and memory counted over every round."""
+    chosen = sorted(rounds, key=lambda r: r["tokens_per_s"])[len(rounds) // 2]
+    return {**chosen, "errors": sum(r["errors"] for r in rounds), "requests": sum(r["requests"] for r in rounds),
+            "identical_to_alone": sum(r["identical_to_alone"] for r in rounds),
+            "compared": sum(r["compared"] for r in rounds), "tokens_per_s_rounds": [r["tokens_per_s"] for r in rounds],
+            "memory": rounds[-1]["memory"]}
+
+
 def markdown(result: dict) -> str:
     m, rows = result["machine"], result["levels"]
     one = rows[0]["tokens_per_s"]
@@ -138,7 +147,9 @@ def markdown(result: dict) -> str:
         f"commit {result['commit']}. Model: {result['model']}. Each request: a {result['prompt_tokens']}-token "
         f"prompt, {result['max_tokens']} new tokens at temperature {result['temperature']}, top_k "
         f"{result['top_k']}, streamed; {result['slots']} slots; up to {result['per_client']} requests per client "
-        f"within {result['seconds']} s. Load average {result['load_start']:.2f} at the start, "
+        f"within {result['seconds']} s; {result['rounds']} rounds of all levels in turn, the median round shown "
+        f"(errors and texts counted over all); server threads: {result['server_threads']}. "
+        f"Load average {result['load_start']:.2f} at the start, "
         f"{result['load_end']:.2f} at the end.", "",
         "| clients | requests | errors | new tokens/s | x one client | first token p50 / p90 ms | "
         "token gap p50 / p90 / p99 ms | text = alone | server RSS / peak MB |",
@@ -162,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60, help="no new request after this long in a level")
     parser.add_argument("--slots", type=int, default=16)
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)))
+    parser.add_argument("--rounds", type=int, default=3, help="times every level runs, in turn")
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the server (default: unset)")
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",")]
     tmp = tempfile.TemporaryDirectory()
@@ -179,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     command = [sys.executable, str(ROOT / "train_next_word_prediction.py"), "serve", "--backend", args.backend,
                "--checkpoint", str(checkpoint), "--port", str(port), "--slots", str(args.slots)]
-    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
+    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
     try:
         device_line = server.stdout.readline().strip()  # "using torch on cpu"
         server.stdout.readline()  # "serving ... on http://..."
@@ -192,12 +206,16 @@ def main(argv: list[str] | None = None) -> int:
         load_start = load_average()
         print(f"alone: {max(levels)} requests, one at a time (reference texts, warm-up)", flush=True)
         alone = [stream(port, body).get("text") for body in bodies]
-        rows = []
-        for clients in levels:
-            runs = level(port, clients, bodies, args.per_client, args.seconds)
-            row = {**summarize(runs, alone, clients), "memory": server_memory(server.pid)}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+        # Levels take turns, round after round (1 2 4 8 16 1 2 4 ...): the machine's load drifts, and
+        # each level reports its median round, so the ratios compare levels measured side by side.
+        by_level: dict[int, list[dict]] = {c: [] for c in levels}
+        for r in range(args.rounds):
+            for clients in levels:
+                row = {**summarize(level(port, clients, bodies, args.per_client, args.seconds), alone, clients),
+                       "memory": server_memory(server.pid), "round": r}
+                print(json.dumps(row), flush=True)
+                by_level[clients].append(row)
+        rows = [median_round(by_level[c]) for c in levels]
     finally:
         server.terminate()
         server.wait(30)
@@ -208,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": f"vocab {c.vocab_size}, block {c.block_size}, {c.n_layer} layers, {c.n_head} heads, {c.n_embd} dims"
                  + (", random weights" if not args.checkpoint else f", {checkpoint}"),
         "prompt_tokens": prompt_tokens, "max_tokens": args.max_tokens, "temperature": 0.8, "top_k": 40,
-        "slots": args.slots, "per_client": args.per_client, "seconds": args.seconds,
+        "slots": args.slots, "per_client": args.per_client, "seconds": args.seconds, "rounds": args.rounds,
+        "server_threads": args.threads or "torch default",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit(), "machine": machine(),
         "load_start": load_start, "load_end": load_average(), "levels": rows,
     }

@@ -6,8 +6,8 @@ request's keys and values at its own length, a request joining a free slot whene
 leaving when it is done. `prefill` writes one prompt into one slot; `decode` feeds one token to each
 of the first `rows` slots at that row's own position, every row attending to its own keys 0..pos.
 
-The cache is (S, n_head, block_size, head_size) per layer, like `KVCache`, and decode always attends
-over the whole block with a mask: a row's result does not depend on how long the other rows are.
+The cache is (S, n_head, block_size, head_size) per layer, like `KVCache`; decode attends with a mask
+over the keys up to the furthest row, so a row's result does not depend on how long the other rows are.
 `backends/tinygrad/slots.py` implements the same thing for tinygrad.
 """
 
@@ -56,12 +56,15 @@ def decode(net: GPT, cache: SlotCache, tokens: torch.Tensor, positions: torch.Te
 
     Only the first R slots run, so a server that fills the lowest free slot first computes no more
     rows than the busiest moment needs; unused slots among them are fed anything at position 0."""
-    R, block = tokens.shape[0], net.config.block_size
+    R = tokens.shape[0]
+    # Keys past the furthest row are never visible: attend over 0..L-1 only. Masked keys weigh exactly 0,
+    # so a row's result does not depend on L (the tests compare every row with its own full pass).
+    L = int(positions.max()) + 1
     x = net.wte(tokens[:, None]) + net.wpe(positions[:, None])  # (R, 1, C)
-    # Row r sees keys 0..positions[r]: (R, 1, 1, block), broadcast over heads and the one query.
-    visible = (torch.arange(block, device=tokens.device)[None, :] <= positions[:, None])[:, None, None, :]
+    # Row r sees keys 0..positions[r]: (R, 1, 1, L), broadcast over heads and the one query.
+    visible = (torch.arange(L, device=tokens.device)[None, :] <= positions[:, None])[:, None, None, :]
     for i, blk in enumerate(net.h):
-        x = x + _attend(blk.attn, blk.ln_1(x), cache.k[i][:R], cache.v[i][:R], positions, visible)
+        x = x + _attend(blk.attn, blk.ln_1(x), cache.k[i][:R, :, :L], cache.v[i][:R, :, :L], positions, visible)
         x = x + blk.mlp(blk.ln_2(x))
     x = net.ln_f(x)
     head = net.wte if net.config.tie_embeddings else net.lm_head
