@@ -129,6 +129,37 @@ def summarize(runs: list[dict], alone: list[str], clients: int) -> dict:
     }
 
 
+class Lockstep:
+    """The model's own lockstep `generate` at batch 1 and 8, timed here between rounds while the server
+    idles: what batching can give on this machine at this moment, to judge the serving ratio against."""
+
+    def __init__(self, backend: str, checkpoint: Path, threads: int | None):
+        from backends import get_backend
+        from core.checkpoint import load_checkpoint
+
+        if threads and backend == "torch":
+            import torch
+
+            torch.set_num_threads(threads)
+        ck = load_checkpoint(checkpoint, "last")
+        self.model, self.rates = get_backend(backend).build(ck.config, ck.params), {1: [], 8: []}
+
+    def measure(self, new_tokens: int = 64) -> None:
+        from core.generate import generate
+
+        for batch in (1, 8):
+            prompts = np.ones((batch, 32), dtype=np.int64)
+            generate(self.model, prompts, 4)  # warm
+            start = time.perf_counter()
+            generate(self.model, prompts, new_tokens)
+            self.rates[batch].append(batch * new_tokens / (time.perf_counter() - start))
+
+    def as_dict(self) -> dict:
+        med = {b: float(np.median(r)) for b, r in self.rates.items()}
+        return {"batch1_tokens_per_s": round(med[1], 1), "batch8_tokens_per_s": round(med[8], 1),
+                "batch8_over_batch1": round(med[8] / med[1], 2)}
+
+
 def median_round(rounds: list[dict]) -> dict:
     """The round with the median tokens/s, with errors, texts and memory counted over every round."""
     chosen = sorted(rounds, key=lambda r: r["tokens_per_s"])[len(rounds) // 2]
@@ -161,6 +192,10 @@ def markdown(result: dict) -> str:
             f"| {r['clients']} | {r['requests']} | {r['errors']} | {r['tokens_per_s']:,.1f} | "
             f"{r['tokens_per_s'] / one:.2f}x | {t['p50']} / {t['p90']} | {g['p50']} / {g['p90']} / {g['p99']} | "
             f"{r['identical_to_alone']}/{r['compared']} | {mem['rss_mb']} / {mem['peak_rss_mb']} |")
+    ls = result["lockstep"]
+    lines += ["", f"Lockstep `generate` in the same run (this process, between rounds, server idle): batch 1 "
+              f"{ls['batch1_tokens_per_s']:,.1f} new tokens/s, batch 8 {ls['batch8_tokens_per_s']:,.1f}: "
+              f"**{ls['batch8_over_batch1']:.2f}x**, what batching 8 rows can give here at this moment."]
     return "\n".join(lines) + "\n"
 
 
@@ -209,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         # Levels take turns, round after round (1 2 4 8 16 1 2 4 ...): the machine's load drifts, and
         # each level reports its median round, so the ratios compare levels measured side by side.
         by_level: dict[int, list[dict]] = {c: [] for c in levels}
+        lockstep = Lockstep(args.backend, checkpoint, args.threads)
         for r in range(args.rounds):
+            lockstep.measure()
             for clients in levels:
                 row = {**summarize(level(port, clients, bodies, args.per_client, args.seconds), alone, clients),
                        "memory": server_memory(server.pid), "round": r}
@@ -229,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "slots": args.slots, "per_client": args.per_client, "seconds": args.seconds, "rounds": args.rounds,
         "server_threads": args.threads or "torch default",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit(), "machine": machine(),
-        "load_start": load_start, "load_end": load_average(), "levels": rows,
+        "load_start": load_start, "load_end": load_average(), "levels": rows, "lockstep": lockstep.as_dict(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / f"serve-{args.backend}"
