@@ -4,7 +4,7 @@
 const $ = (id) => document.getElementById(id);
 let info = null, tokens = [], promptIds = [], controller = null;
 
-function shown(text) { return JSON.stringify(text).slice(1, -1); }  // spaces and newlines made visible
+function shown(text) { return JSON.stringify(text).slice(1, -1).replace(/ /g, "\u2423"); }  // visible spaces, newlines
 
 function colour(p) {  // red (surprising) through yellow to green (likely); sqrt spreads the low end
   return `hsl(${Math.round(120 * Math.sqrt(p))}, 70%, 75%)`;
