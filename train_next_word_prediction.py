@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--top-k", type=int, default=5, help="fillers to show per mask")
     add_analysis_commands(sub)
     add_convert_commands(sub)
+    add_serve_command(sub)
     for command in sub.choices.values():
         command.add_argument("--config", default=None, metavar="TOML",
                              help="a TOML file of settings named as the flags (e.g. configs/baby-gpt.toml, or a run's "
@@ -160,6 +161,17 @@ def _check_setting(action: argparse.Action, name: str, value: object, path: str)
     if action.choices is not None and value not in action.choices:
         raise ValueError(f"{where} is not one of {', '.join(map(str, action.choices))}")
     return float(value) if action.type is float else value
+
+
+def add_serve_command(sub) -> None:
+    s = sub.add_parser("serve", help="an OpenAI-compatible HTTP API and a web page for a trained model")
+    add_backend_flags(s)
+    s.add_argument("--checkpoint", required=True, help="a run folder or a checkpoint folder")
+    s.add_argument("--step", default="best", help="which checkpoint of the run: best, last or a step number")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    s.add_argument("--port", type=int, default=8000, help="port to listen on")
+    s.add_argument("--slots", type=int, default=8, help="requests decoded together in one batch")
+    s.add_argument("--max-tokens-limit", type=int, default=None, help="largest max_tokens (default: block_size)")
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
@@ -380,6 +392,13 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_serve(args: argparse.Namespace) -> int:
+    from core.serve.server import serve
+
+    return serve(make_backend(args), args.checkpoint, args.step, args.host, args.port, args.slots,
+                 args.max_tokens_limit)
+
+
 def run_predict_masked(args: argparse.Namespace) -> int:
     from core.data.masking import predict_masked
     from core.generate.session import Session
@@ -510,6 +529,7 @@ DISPATCH = {
     "export-hf": run_export_hf,
     "import-hf": run_import_hf,
     "quantize": run_quantize,
+    "serve": run_serve,
 }
 
 

@@ -17,6 +17,7 @@ from tinygrad import Context, Tensor, TinyJit, Variable, dtypes
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_state_dict
 
+from backends.tinygrad import slots
 from backends.tinygrad.device import select_device
 from backends.tinygrad.model import GPT, KVCache, stored
 from core.convert.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
@@ -252,6 +253,38 @@ class TinygradModel:
 
     def attention_maps(self, tokens: np.ndarray) -> list[np.ndarray]:
         return [m.float().numpy() for m in self.net.attention_maps(self._tokens(tokens))]
+
+    # ---- serving: a cache of slots, one request each at its own position (backends/tinygrad/slots.py)
+    def slot_start(self, n_slots: int) -> None:
+        check_causal(self.config)
+        slots.share_compile_cache()  # a server calls the slot methods from its own worker thread
+        self.slot_cache = slots.SlotCache(self.net, n_slots, self.device)
+        # The decode step's inputs, overwritten in place before each call.
+        self._slot_fed, self._slot_pos = slots.int_input(self.device, n_slots, 1), slots.int_input(self.device, n_slots)
+        self._slot_decode_jit = TinyJit(lambda t, p: slots.decode(self.net, self.slot_cache, t, p))
+        self._slot_prefills: dict[int, tuple] = {}  # bucket length -> its inputs and jitted step
+
+    def slot_prefill(self, slot: int, tokens: np.ndarray) -> np.ndarray:
+        T = len(tokens)
+        Tb = slots.bucket(T, self.config.block_size)
+        if Tb not in self._slot_prefills:
+            step = TinyJit(lambda t, s, last: slots.prefill(self.net, self.slot_cache, t, s, last))
+            self._slot_prefills[Tb] = (*(slots.int_input(self.device, *shape) for shape in ((1, Tb), (1,), (1,))), step)
+        fed, where, last, step = self._slot_prefills[Tb]
+        padded = np.zeros((1, Tb), dtype=np.int32)
+        padded[0, :T] = tokens
+        write(fed, padded)
+        write(where, np.array([slot], dtype=np.int32))
+        write(last, np.array([T - 1], dtype=np.int32))
+        return read(step(fed, where, last))[0]
+
+    def slot_decode(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        R, S = len(tokens), self.slot_cache.slots  # every slot runs: one shape, one capture
+        fed, pos = np.zeros((S, 1), dtype=np.int32), np.zeros(S, dtype=np.int32)
+        fed[:R, 0], pos[:R] = tokens, positions
+        write(self._slot_fed, fed)
+        write(self._slot_pos, pos)
+        return read(self._slot_decode_jit(self._slot_fed, self._slot_pos))[:R]
 
 
 class TinygradBackend:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backends.torch import distributed
+from backends.torch import distributed, slots
 from backends.torch.device import select_device
 from backends.torch.model import GPT, KVCache
 from core.convert.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
@@ -184,6 +184,19 @@ class TorchModel:
     def attention_maps(self, tokens: np.ndarray) -> list[np.ndarray]:
         self.net.eval()
         return [m.float().cpu().numpy() for m in self.net.attention_maps(self._tokens(tokens))]
+
+    # ---- serving: a cache of slots, one request each at its own position (backends/torch/slots.py)
+    def slot_start(self, n_slots: int) -> None:
+        check_causal(self.config)
+        self.net.eval()
+        self.slot_cache = slots.SlotCache(self.net, n_slots)
+
+    def slot_prefill(self, slot: int, tokens: np.ndarray) -> np.ndarray:
+        return slots.prefill(self.net, self.slot_cache, slot, self._tokens(tokens)).float().cpu().numpy()
+
+    def slot_decode(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        logits = slots.decode(self.net, self.slot_cache, self._tokens(tokens), self._tokens(positions))
+        return logits.float().cpu().numpy()
 
 
 def _supports(device: torch.device, dtype: torch.dtype) -> bool:

@@ -62,6 +62,18 @@ class Model(Protocol):
     def attention_maps(self, tokens: np.ndarray) -> list[np.ndarray]:
         """Attention weights of every layer for tokens (B, T): a list of (B, n_head, T, T)."""
 
+    # Serving (core/serve): S cache slots, each holding one request at its own position, so requests
+    # join and leave a decoding batch at any step. Results equal the full forward pass at that position.
+    def slot_start(self, n_slots: int) -> None:
+        """Allocate an empty cache of `n_slots` slots (replacing any earlier one)."""
+
+    def slot_prefill(self, slot: int, tokens: np.ndarray) -> np.ndarray:
+        """Write a prompt (T,), T <= block_size, into slot `slot` at positions 0..T-1; its last logits (V,)."""
+
+    def slot_decode(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Feed tokens (R,) at positions (R,) < block_size to slots 0..R-1, each reading only its own slot's
+        keys up to its position; logits (R, V). Slots among them that are unused may be fed (0, 0)."""
+
 
 class Backend(Protocol):
     """A framework on one device, able to build models."""

@@ -1,0 +1,65 @@
+"""`serve`: load a checkpoint, start the batcher, run the HTTP app with uvicorn (loopback by default).
+
+`start_background` runs the same server in a thread of the calling process on a given port, for
+tests and the load benchmark; `serve` runs it in the foreground until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+from core.data.direction import BACKWARD
+from core.generate.session import Session
+from core.model.interface import Backend
+from core.model.params import check_causal
+from core.serve.app import create_app
+from core.serve.batcher import Batcher
+from core.serve.completions import Served
+
+
+def load(backend: Backend, checkpoint: str, step: str = "best", slots: int = 8,
+         max_tokens_limit: int | None = None) -> Served:
+    """The model of `checkpoint` on `backend`, with a started batcher; refuses models that cannot generate."""
+    session = Session.open(backend, checkpoint, step)
+    config = session.checkpoint.config
+    if not config.causal:
+        check_causal(config)  # one line: a bidirectional (MLM) model fills masks, it cannot continue text
+    if session.checkpoint.meta.direction == BACKWARD:
+        raise ValueError(f"{checkpoint} is a backward model (trained with --reverse): it cannot continue text; "
+                         "serve a forward model")
+    limit = max_tokens_limit or config.block_size
+    if limit < 1:
+        raise ValueError(f"max_tokens_limit={limit} is invalid: use a positive integer")
+    name = Path(checkpoint).resolve().name
+    return Served(session, Batcher(session.model, slots).start(), name, limit)
+
+
+def serve(backend: Backend, checkpoint: str, step: str = "best", host: str = "127.0.0.1", port: int = 8000,
+          slots: int = 8, max_tokens_limit: int | None = None) -> int:
+    served = load(backend, checkpoint, step, slots, max_tokens_limit)
+    print(f"serving {served.name} on http://{host}:{port}/ (OpenAI API at http://{host}:{port}/v1, "
+          f"{slots} slots); Ctrl-C stops", flush=True)
+    try:
+        uvicorn.run(create_app(served), host=host, port=port, log_level="warning")
+    finally:
+        served.batcher.close()
+    return 0
+
+
+def start_background(served: Served, host: str = "127.0.0.1", port: int = 0) -> tuple[uvicorn.Server, str]:
+    """Run the app in a daemon thread; returns the server (set `should_exit` to stop it) and its base URL."""
+    config = uvicorn.Config(create_app(served), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        if time.time() > deadline or not thread.is_alive():
+            raise RuntimeError(f"the server did not start on {host}:{port}")
+        time.sleep(0.05)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    return server, f"http://{host}:{bound}"
