@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core import reference
+from core.model import reference
 from core.model.config import GPTConfig
 from core.model.params import init_params
 
