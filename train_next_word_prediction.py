@@ -64,6 +64,14 @@ def add_backend_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="device to run on (default: the best one found)")
 
 
+class OneLineHelp(argparse.RawDescriptionHelpFormatter):
+    """Each command and its help on one line: argparse measures command names without their indent."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=24, width=110)
+        self._action_max_length = 22  # "predict-masked" (14) + its indent (4) + the gap, as argparse would
+
+
 def build_parser() -> argparse.ArgumentParser:
     from core.cli.invocation import command_prefix
 
@@ -72,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                 f"  {nwp} generate --checkpoint runs/X --prompt 'def '\n  {nwp} COMMAND --help    # its flags")
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], epilog=examples,
-        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=24, width=100),
+        formatter_class=OneLineHelp,
     )
     parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
