@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One-time, idempotent set-up: a virtual environment with the pinned packages, and clang for
-# tinygrad's CPU device. Safe to run before every command; it only does what is missing.
+# One-time, idempotent set-up: a virtual environment with the pinned packages and this project installed
+# in it (editable), and clang for tinygrad's CPU device. Safe to run before every command; it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -12,6 +12,17 @@ stamp=.venv/.requirements.sha256
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+  echo "$want" > "$stamp"
+fi
+
+# This checkout installed into the venv (editable, so edits count at once): the Python API imports from any
+# folder and the console command `nwp` exists. Nothing is downloaded; redone only when pyproject.toml or the
+# checkout's place changed.
+stamp=.venv/.project.sha256
+want=$(printf '%s %s' "$(sha256sum pyproject.toml | cut -d' ' -f1)" "$PWD" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation --no-index -e . \
+    >/dev/null
   echo "$want" > "$stamp"
 fi
 

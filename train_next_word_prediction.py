@@ -1,12 +1,8 @@
 """Train a small GPT to predict the next word, with tinygrad or PyTorch, and use it.
 
-    python train_next_word_prediction.py --backend tinygrad            # train on the built-in corpus
-    python train_next_word_prediction.py --backend torch --data my.txt # ... or on your own text
-    python train_next_word_prediction.py generate --checkpoint runs/X --prompt "def "
-    python train_next_word_prediction.py chat --checkpoint runs/X
-    python train_next_word_prediction.py export-hf --checkpoint runs/X --out hf/X    # Hugging Face GPT-2 folder
-    python train_next_word_prediction.py import-hf --model hf/gpt2 --out runs/gpt2   # ... and back
-    python train_next_word_prediction.py quantize --checkpoint runs/X --out runs/X-int8
+    nwp --backend tinygrad                  # train on the built-in corpus (nwp: after `source .venv/bin/activate`,
+    nwp --backend torch --data my.txt       # or .venv/bin/python train_next_word_prediction.py) ... or on your text
+    nwp generate --checkpoint runs/X --prompt "def "      # also chat, export-hf, import-hf, quantize, evaluate ...
 
 This is the only file that reads the command line; everything it runs lives in `core/` and
 `backends/`. Every `GPTConfig` and `TrainConfig` field is a flag, with the field's comment as help.
@@ -16,38 +12,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
+import importlib
 import sys
-import time
-from pathlib import Path
 
-from core.model.config import DTYPES, PRESETS, GPTConfig, TrainConfig, field_help
+from core.model.config import DTYPES, GPTConfig, TrainConfig, field_help
+from core.train.commands import DEFAULT_PRESET, RUN_PRESETS
 
 ANALYSIS_COMMANDS = ("evaluate", "analyze", "lambada", "bidirectional", "attention", "codecheck")
-DEFAULT_PRESET = "default"  # the README's first command: a few minutes on a 2-core CPU
-RUN_PRESETS = {**PRESETS, "default": dict(n_layer=2, n_head=4, n_embd=64, block_size=64)}
-# Training settings of the default run; any flag overrides them.
-DEFAULT_TRAIN = dict(steps=300, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=30, eval_every=100, eval_batches=8)
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """One flag per dataclass field (`n_layer` -> `--n-layer`), defaulting to None = "not given"."""
     helps = field_help(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helps.get(f.name))
         else:
             kind = {"int": int, "float": float, "str": str}[str(f.type)]
-            parser.add_argument(
-                flag,
-                type=kind,
-                default=None,
-                metavar=f.name.upper(),
-                help=f"{helps.get(f.name, '')} (default: {f.default})",
-            )
+            parser.add_argument(flag, type=kind, default=None, metavar=f.name.upper(),
+                                help=f"{helps.get(f.name, '')} (default: {f.default})")
 
 
 def given(args: argparse.Namespace, cls: type) -> dict:
@@ -55,40 +39,45 @@ def given(args: argparse.Namespace, cls: type) -> dict:
 
 
 def add_backend_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--backend",
-        choices=["tinygrad", "torch"],
-        default=None,
-        help="framework to run on (default: $GPT_BACKEND, else tinygrad)",
-    )
+    parser.add_argument("--backend", choices=["tinygrad", "torch"], default=None,
+                        help="framework to run on (default: $GPT_BACKEND, else tinygrad)")
     parser.add_argument("--device", default=None, help="device to run on (default: the best one found)")
+
+
+def add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a run folder or a checkpoint folder")
+    parser.add_argument("--step", default="best", help="which checkpoint of the run: best, last or a step number")
+
+
+class OneLineHelp(argparse.RawDescriptionHelpFormatter):
+    """Each command and its help on one line: argparse measures command names without their indent."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=24, width=110)
+        self._action_max_length = 22  # "predict-masked" (14) + its indent (4) + the gap, as argparse would
 
 
 def build_parser() -> argparse.ArgumentParser:
     from core.cli.invocation import command_prefix
+    from core.cli.version import version_text
 
     nwp = command_prefix()
     examples = (f"examples:\n  {nwp} --backend torch    # train (the default command)\n"
                 f"  {nwp} generate --checkpoint runs/X --prompt 'def '\n  {nwp} COMMAND --help    # its flags")
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog=examples,
-        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=24, width=100),
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=examples,
+                                     formatter_class=OneLineHelp)
     parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     t = sub.add_parser("train", help="train a model (the default command)")
     add_backend_flags(t)
     t.add_argument("--preset", default=None, help=f"model size: {', '.join(RUN_PRESETS)} (default: {DEFAULT_PRESET})")
-    t.add_argument(
-        "--data",
-        default=None,
-        help="a text file, a folder of text files, 'synthetic', or nothing: the Python standard library's source",
-    )
+    t.add_argument("--data", default=None,
+                   help="a text file, a folder of text files, 'synthetic', or nothing: "
+                   "the Python standard library's source")
     t.add_argument("--max-data-mb", type=float, default=None, help="use at most this many MB of the corpus")
     t.add_argument("--tokenizer", choices=["bpe", "char"], default=None, help="byte-level BPE (default) or characters")
-    t.add_argument(
-        "--out", default=None, help="run folder for checkpoints, metrics and plots (default: runs/<backend>-<time>)"
-    )
+    t.add_argument("--out", default=None,
+                   help="run folder for checkpoints, metrics and plots (default: runs/<backend>-<time>)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in this folder (or its checkpoints/last) where it stopped, same settings")
     t.add_argument("--extend-steps", type=int, default=None, metavar="N",
@@ -108,14 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sample-tokens", type=int, default=48, help="tokens in the sample shown at each evaluation")
     add_dataclass_flags(t, GPTConfig)
     add_dataclass_flags(t, TrainConfig)
-    for name, help_text in (
-        ("generate", "continue prompts with a trained model"),
-        ("chat", "talk to a model interactively"),
-    ):
+    for name, help_text in (("generate", "continue prompts with a trained model"),
+                            ("chat", "talk to a model interactively")):
         g = sub.add_parser(name, help=help_text)
         add_backend_flags(g)
-        g.add_argument("--checkpoint", required=True, help="a run folder or a checkpoint folder")
-        g.add_argument("--step", default="best", help="which checkpoint of the run: best, last or a step number")
+        add_checkpoint_flags(g)
         if name == "generate":
             prompts = g.add_mutually_exclusive_group()
             prompts.add_argument("--prompt", default="", help="text to continue (empty: start a new document)")
@@ -126,16 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--top-p", type=float, default=None, help="sample within the smallest set of probability p")
         g.add_argument("--seed", type=int, default=1337, help="seed of the sampler: same seed, same text")
         g.add_argument("--stats", action="store_true", help="show each token's probability, rank and entropy")
-        g.add_argument(
-            "--dtype",
-            choices=DTYPES,
-            default="float32",
-            help="compute precision (torch where the device supports it; tinygrad: float32 only)",
-        )
+        g.add_argument("--dtype", choices=DTYPES, default="float32",
+                       help="compute precision (torch where the device supports it; tinygrad: float32 only)")
     m = sub.add_parser("predict-masked", help="fill [MASK] tokens with a model trained with --objective mlm")
     add_backend_flags(m)
-    m.add_argument("--checkpoint", required=True, help="a run folder or a checkpoint folder")
-    m.add_argument("--step", default="best", help="which checkpoint of the run: best, last or a step number")
+    add_checkpoint_flags(m)
     m.add_argument("--text", required=True, help='text with one or more [MASK], e.g. "[MASK] f(x):"')
     m.add_argument("--top-k", type=int, default=5, help="fillers to show per mask")
     add_analysis_commands(sub)
@@ -148,26 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_setting(action: argparse.Action, name: str, value: object, path: str) -> object:
-    """A value from a config file, checked as the flag would check it from the command line."""
-    where = f"{path}: {name} = {value!r}"
-    if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):  # an on/off flag
-        if not isinstance(value, bool):
-            raise ValueError(f"{where} is not a boolean: write true or false")
-    elif action.type in (int, float) and (isinstance(value, bool) or not isinstance(value, action.type | int)):
-        raise ValueError(f"{where} is not {'an integer' if action.type is int else 'a number'}")
-    elif action.type in (None, str) and not isinstance(value, str):
-        raise ValueError(f"{where} is not a string: quote it")
-    if action.choices is not None and value not in action.choices:
-        raise ValueError(f"{where} is not one of {', '.join(map(str, action.choices))}")
-    return float(value) if action.type is float else value
-
-
 def add_serve_command(sub) -> None:
     s = sub.add_parser("serve", help="an OpenAI-compatible HTTP API and a web page for a trained model")
     add_backend_flags(s)
-    s.add_argument("--checkpoint", required=True, help="a run folder or a checkpoint folder")
-    s.add_argument("--step", default="best", help="which checkpoint of the run: best, last or a step number")
+    add_checkpoint_flags(s)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     s.add_argument("--port", type=int, default=8000, help="port to listen on")
     s.add_argument("--slots", type=int, default=8, help="requests decoded together in one batch")
@@ -177,6 +142,7 @@ def add_serve_command(sub) -> None:
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """Parse `argv` (a command first); with `--config FILE`, the file's settings become the command's
     defaults before parsing, so flags given on the command line win."""
+    from core.cli.settings import check_setting
     from core.train.run_config import read_run_config
 
     given_config = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
@@ -193,22 +159,22 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argpa
         raise ValueError(f"{path}: {name} has no setting {', '.join(unknown)}: choose from {known}")
     for setting in values:
         actions[setting].required = False  # the file gives it
-    command.set_defaults(**{n: _check_setting(actions[n], n, v, path) for n, v in values.items()})
+    switch = lambda a: a.nargs == 0 or isinstance(a, argparse.BooleanOptionalAction)  # noqa: E731  an on/off flag
+    command.set_defaults(**{n: check_setting(n, v, path, actions[n].type, switch(actions[n]), actions[n].choices)
+                            for n, v in values.items()})
     return parser.parse_args(argv)
 
 
 def add_convert_commands(sub) -> None:
     """export-hf, import-hf and quantize: each reads one model folder and writes another."""
     e = sub.add_parser("export-hf", help="write a checkpoint as a Hugging Face GPT-2 folder (from_pretrained loads it)")
-    e.add_argument("--checkpoint", required=True, help="a run folder or a checkpoint folder")
-    e.add_argument("--step", default="best", help="which checkpoint of the run: best, last or a step number")
+    add_checkpoint_flags(e)
     e.add_argument("--out", required=True, help="folder for config.json, model.safetensors and tokenizer files")
     i = sub.add_parser("import-hf", help="turn a Hugging Face GPT-2 folder into a checkpoint for generate and chat")
     i.add_argument("--model", required=True, help="a folder with config.json and model.safetensors (save_pretrained)")
     i.add_argument("--out", required=True, help="the checkpoint folder to write")
     q = sub.add_parser("quantize", help="write an int8 weight-only copy of a checkpoint (about a quarter the size)")
-    q.add_argument("--checkpoint", required=True, help="a run folder or a checkpoint folder")
-    q.add_argument("--step", default="best", help="which checkpoint of the run: best, last or a step number")
+    add_checkpoint_flags(q)
     q.add_argument("--out", required=True, help="the checkpoint folder to write")
     q.add_argument(
         "--float-embeddings", action="store_true", help="keep wte (and lm_head) float32; quantize Linear weights only"
@@ -231,9 +197,9 @@ def add_analysis_commands(sub) -> None:
         if name == "bidirectional":
             p.add_argument("--forward", required=True, help="run or checkpoint folder of a forward model")
             p.add_argument("--backward", required=True, help="run or checkpoint folder of a backward model")
+            p.add_argument("--step", default="best", help="which checkpoint of each run: best, last or a step number")
         else:
-            p.add_argument("--checkpoint", required=True, help="a run folder or a checkpoint folder")
-        p.add_argument("--step", default="best", help="which checkpoint of the run: best, last or a step number")
+            add_checkpoint_flags(p)
         if name in ("analyze", "bidirectional"):
             source = p.add_mutually_exclusive_group(required=True)
             source.add_argument("--text", help="the text to analyze")
@@ -277,10 +243,6 @@ def add_analysis_commands(sub) -> None:
     cc.add_argument("--show", type=int, default=2, help="completions to print")
 
 
-def _processes(backend) -> str:
-    return f" ({backend.world_size} data-parallel processes)" if backend.world_size > 1 else ""
-
-
 def make_backend(args: argparse.Namespace):
     from backends import get_backend, resolve_name
 
@@ -291,261 +253,102 @@ def make_backend(args: argparse.Namespace):
         device = args.devices
     backend = get_backend(name, device)
     if backend.rank == 0:
-        print(f"using {backend.name} on {backend.device}" + _processes(backend), flush=True)
+        processes = f" ({backend.world_size} data-parallel processes)" if backend.world_size > 1 else ""
+        print(f"using {backend.name} on {backend.device}{processes}", flush=True)
     return backend
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from core.data.dataset import DataSettings
-    from core.train import resume as resuming
-    from core.train.run import check_writable, run_training
+def run_train(a: argparse.Namespace) -> int:
+    from core.train.commands import train_command
 
-    if args.extend_steps is not None and not args.resume:
-        raise ValueError("--extend-steps continues a run: pass it with --resume RUN_DIR")
-    if args.tensorboard:
-        from core.train.tensorboard_log import check_tensorboard
-
-        check_tensorboard()
-    if args.init_from and args.resume:
-        raise ValueError("--init-from starts a new run and --resume continues one: pass only one of them")
-    init = None
-    if args.resume:  # the same run continued: its own settings, only evaluation flags may change
-        resume, run_dir = resuming.load_resume(args.resume), resuming.run_dir_of(args.resume)
-        data_given = {k: v for k, v in dict(data=args.data, tokenizer=args.tokenizer, max_data_mb=args.max_data_mb,
-                                            reverse=args.reverse).items() if v is not None}
-        settings, train_config = resuming.resume_settings(resume, given(args, GPTConfig), given(args, TrainConfig),
-                                                          data_given, args.extend_steps)
-        model_fields = None
-    else:
-        resume = None
-        preset = args.preset or DEFAULT_PRESET
-        if preset not in RUN_PRESETS:
-            raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(RUN_PRESETS)}")
-        # The default run's training settings belong to its model; a fine-tuning run starts from TrainConfig's.
-        train_defaults = DEFAULT_TRAIN if preset == DEFAULT_PRESET and not args.init_from else {}
-        train_config = TrainConfig(**{**train_defaults, **given(args, TrainConfig)})
-        settings = DataSettings(args.data, args.tokenizer or "bpe", args.vocab_size or 8192, args.max_data_mb,
-                                bool(args.reverse))
-        model_fields = {**RUN_PRESETS[preset], **given(args, GPTConfig)}
-        model_fields.pop("vocab_size", None)  # the tokenizer decides it (--vocab-size sizes the tokenizer)
-        if args.init_from:  # fine-tuning: the model is the checkpoint's; flags may only crop or re-set dropout
-            from core.train.init_from import load_initial_weights
-
-            if args.preset:
-                raise ValueError("--preset picks a new model's size: with --init-from the model is the checkpoint's")
-            init = load_initial_weights(args.init_from, given(args, GPTConfig))
-            if args.tokenizer and args.tokenizer != init.tokenizer_kind:
-                raise ValueError(f"--tokenizer {args.tokenizer} contradicts the model's {init.tokenizer_kind} "
-                                 "tokenizer: drop the flag (a fine-tuned model keeps its tokenizer)")
-            settings = dataclasses.replace(settings, tokenizer=init.tokenizer_kind, vocab_size=init.config.vocab_size)
-        backend_name = args.backend or os.environ.get("GPT_BACKEND", "tinygrad")
-        run_dir = Path(args.out or f"runs/{backend_name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        resuming.check_new_run_dir(run_dir)  # before anything is written: an existing run stays whole
-    check_writable(run_dir)
-    backend = make_backend(args)
-    if resume is not None:
-        resuming.check_world_size(resume, backend.world_size)
-    return run_training(backend, model_fields, train_config, settings, run_dir, resume, args.explain,
-                        not args.no_progress, args.sample_tokens, init, bool(args.tensorboard))
+    return train_command(lambda: make_backend(a), given(a, GPTConfig), given(a, TrainConfig), backend_name=a.backend,
+                         preset=a.preset, data=a.data, tokenizer=a.tokenizer, max_data_mb=a.max_data_mb,
+                         reverse=a.reverse, out=a.out, resume=a.resume, extend_steps=a.extend_steps,
+                         init_from=a.init_from, tensorboard=bool(a.tensorboard), explain=a.explain,
+                         progress=not a.no_progress, sample_tokens=a.sample_tokens)
 
 
-def run_generate(args: argparse.Namespace) -> int:
-    """generate and chat: a checkpoint, the sampling settings, and prompts (or the chat loop)."""
-    from core.generate.chat import chat, format_stats
-    from core.generate.session import Session, Settings
-    from core.model.params import check_causal
-
-    backend = make_backend(args)
-    session = Session.open(backend, args.checkpoint, args.step, args.dtype)
-    check_causal(session.checkpoint.config)  # before any output: a bidirectional model cannot generate
-    session.settings = Settings(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed, args.stats)
-    session.settings.sampling()  # check the sampling flags before any work
-    backward = session.checkpoint.meta.direction == "backward"
-    if args.command == "chat":
-        if backward:
-            raise ValueError(
-                f"{args.checkpoint} is a backward model (trained with --reverse): chat continues text forwards; "
-                "use `generate`, which writes the text that comes before the prompt"
-            )
-        chat(session)
-        return 0
-    if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"prompts file {path} does not exist: pass a text file with one prompt per line")
-        prompts = path.read_text().splitlines()
-    else:
-        prompts = [args.prompt]
-    write = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
-    for prompt in prompts:
-        if backward:  # the model writes what comes before the prompt
-            from core.evaluate.commands import generate_backward
-
-            before, stats = generate_backward(session, prompt)
-            write(before + prompt + "\n")
-        else:
-            write(prompt)
-            _, stats = session.generate(prompt, write)
-            write("\n")
-        if args.stats:
-            print(format_stats(stats))
-    return 0
+# ---- the handlers: each calls core/<package>/commands.py with every flag passed by name (conversions: no backend)
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def run_serve(a: argparse.Namespace) -> int:
     from core.serve.server import serve
 
-    return serve(make_backend(args), args.checkpoint, args.step, args.host, args.port, args.slots,
-                 args.max_tokens_limit)
+    return serve(make_backend(a), a.checkpoint, a.step, a.host, a.port, a.slots, a.max_tokens_limit)
 
 
-def run_predict_masked(args: argparse.Namespace) -> int:
-    from core.data.masking import predict_masked
-    from core.generate.session import Session
-
-    session = Session.open(make_backend(args), args.checkpoint, args.step)
-    for i, mask in enumerate(predict_masked(session.model, session.tokenizer, args.text, args.top_k), 1):
-        fillers = "  ".join(f"{token!r} {p:.3f}" for token, p in mask["candidates"])
-        print(f"[MASK] {i} (token {mask['position']}, entropy {mask['entropy']:.2f} nats): {fillers}")
-    return 0
+def commands(package: str):
+    """`core.<package>.commands`, imported only when one of its commands runs (a fast --help)."""
+    return importlib.import_module(f"core.{package}.commands")
 
 
-# ---- checkpoint conversions: numpy in, numpy out, no backend (core/convert/)
+def run_generate(a: argparse.Namespace) -> int:
+    return commands("generate").generate(
+        make_backend(a), a.checkpoint, a.step, a.dtype, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
+        top_k=a.top_k, top_p=a.top_p, seed=a.seed, stats=a.stats, prompt=getattr(a, "prompt", ""),
+        prompts_file=getattr(a, "prompts_file", None), chat=a.command == "chat")
 
 
-def _new_folder(out: str) -> Path:
-    """--out of a conversion: a new folder, or a checkpoint folder to overwrite; never another folder's files."""
-    path = Path(out)
-    if path.exists() and any(path.iterdir()) and not (path / "meta.json").exists():
-        raise ValueError(f"{path} exists and is not a checkpoint folder: pass --out with a new folder")
-    return path
+def run_predict_masked(a: argparse.Namespace) -> int:
+    return commands("generate").predict_masked(make_backend(a), a.checkpoint, a.step, a.text, a.top_k)
 
 
-def run_export_hf(args: argparse.Namespace) -> int:
-    from core.convert.huggingface import export_hf_folder
-    from core.train.checkpoint import load_best_or_last
-
-    checkpoint = load_best_or_last(args.checkpoint, args.step)
-    out = export_hf_folder(checkpoint, args.out)
-    print(f"exported {checkpoint.path} (step {checkpoint.step}) to {out}")
-    print(f"load it with: GPT2LMHeadModel.from_pretrained({str(out)!r})")
-    if checkpoint.tokenizer_json is None:
-        print("note: the checkpoint has no tokenizer, so no tokenizer.json was written")
-    return 0
+def run_export_hf(a: argparse.Namespace) -> int:
+    return commands("convert").export_hf(a.checkpoint, a.step, a.out)
 
 
-def run_import_hf(args: argparse.Namespace) -> int:
-    from core.cli.invocation import command
-    from core.convert.huggingface import import_hf_folder
-    from core.model.params import count_params
-    from core.train.checkpoint import save_checkpoint
-
-    out = _new_folder(args.out)
-    checkpoint, note = import_hf_folder(args.model)
-    save_checkpoint(out, checkpoint)
-    c = checkpoint.config
-    print(f"imported {args.model}: {count_params(c):,} parameters ({c.n_layer} layers, {c.n_embd} dims)")
-    print(note)
-    print(f"generate with: {command('generate', '--checkpoint', out)}")
-    return 0
+def run_import_hf(a: argparse.Namespace) -> int:
+    return commands("convert").import_hf(a.model, a.out)
 
 
-def run_quantize(args: argparse.Namespace) -> int:
-    from core.cli.invocation import command
-    from core.convert.quantize_checkpoint import quantize_checkpoint
-    from core.train.checkpoint import MODEL_FILE, load_best_or_last, save_checkpoint
-
-    out = _new_folder(args.out)
-    checkpoint = load_best_or_last(args.checkpoint, args.step)
-    if out.resolve() == checkpoint.path.resolve():
-        raise ValueError(f"--out {out} is the checkpoint being quantized: pass a new folder")
-    save_checkpoint(out, quantize_checkpoint(checkpoint, embeddings=not args.float_embeddings))
-    before, after = (checkpoint.path / MODEL_FILE).stat().st_size, (out / MODEL_FILE).stat().st_size
-    print(f"int8 checkpoint of {checkpoint.path} (step {checkpoint.step}) in {out}")
-    print(f"{MODEL_FILE}: {after / 1e6:.2f} MB, {after / before:.0%} of the float32 {before / 1e6:.2f} MB")
-    print(f"generate with: {command('generate', '--checkpoint', out)}")
-    return 0
-
-
-# ---- evaluation and analysis (core/evaluate/commands.py): each flag passed by name
+def run_quantize(a: argparse.Namespace) -> int:
+    return commands("convert").quantize(a.checkpoint, a.step, a.out, float_embeddings=a.float_embeddings)
 
 
 def run_evaluate(a: argparse.Namespace) -> int:
-    from core.evaluate import commands
-
-    return commands.evaluate(make_backend(a), a.checkpoint, a.step, data=a.data, unit=a.unit, stride=a.stride,
-                             batch_size=a.batch_size, max_tokens=a.max_tokens, out=a.out, no_progress=a.no_progress)
+    return commands("evaluate").evaluate(
+        make_backend(a), a.checkpoint, a.step, data=a.data, unit=a.unit, stride=a.stride, batch_size=a.batch_size,
+        max_tokens=a.max_tokens, out=a.out, no_progress=a.no_progress)
 
 
 def run_analyze(a: argparse.Namespace) -> int:
-    from core.evaluate import commands
-
-    return commands.analyze(make_backend(a), a.checkpoint, a.step, text=a.text, file=a.file, span=a.span,
-                            spans=a.spans, stride=a.stride, rows=a.rows, json_path=a.json_path, plot=a.plot,
-                            color=a.color)
+    return commands("evaluate").analyze(
+        make_backend(a), a.checkpoint, a.step, text=a.text, file=a.file, span=a.span, spans=a.spans, stride=a.stride,
+        rows=a.rows, json_path=a.json_path, plot=a.plot, color=a.color)
 
 
 def run_lambada(a: argparse.Namespace) -> int:
-    from core.evaluate import commands
-
-    return commands.lambada(make_backend(a), a.checkpoint, a.step, data=a.data, from_text=a.from_text,
-                            passages=a.passages, words=a.words, reverse=a.reverse, batch_size=a.batch_size,
-                            json_path=a.json_path, examples=a.examples, no_progress=a.no_progress)
+    return commands("evaluate").lambada(
+        make_backend(a), a.checkpoint, a.step, data=a.data, from_text=a.from_text, passages=a.passages,
+        words=a.words, reverse=a.reverse, batch_size=a.batch_size, json_path=a.json_path, examples=a.examples,
+        no_progress=a.no_progress)
 
 
 def run_bidirectional(a: argparse.Namespace) -> int:
-    from core.evaluate import commands
-
-    return commands.bidirectional(make_backend(a), a.forward, a.backward, a.step, text=a.text, file=a.file,
-                                  stride=a.stride, top=a.top, json_path=a.json_path, plot=a.plot)
+    return commands("evaluate").bidirectional(make_backend(a), a.forward, a.backward, a.step, text=a.text,
+                                              file=a.file, stride=a.stride, top=a.top, json_path=a.json_path,
+                                              plot=a.plot)
 
 
 def run_attention(a: argparse.Namespace) -> int:
-    from core.evaluate import commands
-
-    return commands.attention(make_backend(a), a.checkpoint, a.prompt, a.step, plot=a.plot)
+    return commands("evaluate").attention(make_backend(a), a.checkpoint, a.prompt, a.step, plot=a.plot)
 
 
 def run_codecheck(a: argparse.Namespace) -> int:
-    from core.evaluate import commands
-
-    return commands.codecheck(make_backend(a), a.checkpoint, a.step, samples=a.samples,
-                              max_new_tokens=a.max_new_tokens, temperature=a.temperature, seed=a.seed, data=a.data,
-                              batch_size=a.batch_size, json_path=a.json_path, show=a.show)
+    return commands("evaluate").codecheck(
+        make_backend(a), a.checkpoint, a.step, samples=a.samples, max_new_tokens=a.max_new_tokens,
+        temperature=a.temperature, seed=a.seed, data=a.data, batch_size=a.batch_size, json_path=a.json_path,
+        show=a.show)
 
 
 # The one dispatch table: subcommand -> what runs it. `train` is also what runs when no command is given.
 DISPATCH = {
-    "train": run_train,
-    "generate": run_generate,
-    "chat": run_generate,
-    "predict-masked": run_predict_masked,
-    "evaluate": run_evaluate,
-    "analyze": run_analyze,
-    "lambada": run_lambada,
-    "bidirectional": run_bidirectional,
-    "attention": run_attention,
-    "codecheck": run_codecheck,
-    "export-hf": run_export_hf,
-    "import-hf": run_import_hf,
-    "quantize": run_quantize,
+    "train": run_train, "generate": run_generate, "chat": run_generate, "predict-masked": run_predict_masked,
+    "evaluate": run_evaluate, "analyze": run_analyze, "lambada": run_lambada, "bidirectional": run_bidirectional,
+    "attention": run_attention, "codecheck": run_codecheck,
+    "export-hf": run_export_hf, "import-hf": run_import_hf, "quantize": run_quantize,
     "serve": run_serve,
 }
-
-
-def version_text() -> str:
-    """This package's version and both frameworks' (read from their installed metadata: neither is imported)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from core import __version__
-
-    def installed(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
-
-    return f"next-word-prediction {__version__} (tinygrad {installed('tinygrad')}, torch {installed('torch')})"
 
 
 def main(argv: list[str] | None = None) -> int:

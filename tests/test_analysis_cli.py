@@ -127,7 +127,7 @@ def test_analyze_prints_views_and_writes_json(runs, tmp_path, capsys):
     assert "\033[" not in stdout
     result = json.loads(out.read_text())
     assert "".join(r["token"] for r in result["tokens"]) == TEXT and (tmp_path / "a.png").stat().st_size > 0
-    code, stdout, _ = run(args[:-1], capsys)
+    code, stdout, _ = run([*args[:-1], "--color", "always"], capsys)  # the default, auto, colours only a terminal
     assert code == 0 and "\033[" in stdout
     code, _, err = run(["analyze", "--backend", "torch", "--checkpoint", str(runs[FORWARD]), "--text", "ü"], capsys)
     assert code == 2 and err.startswith("error: the char tokenizer has never seen") and len(err.splitlines()) == 1
