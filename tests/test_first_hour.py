@@ -76,7 +76,7 @@ def test_printed_commands_run_as_printed_from_another_folder(tiny_run):
     meta = json.loads((cwd / "run" / "checkpoints" / "last" / "meta.json").read_text())
     resume = meta["resume_command"]  # what `resume with:` prints after Ctrl-C
     assert resume.startswith(shlex.quote(sys.executable)) and "--resume run" in resume
-    out = run([*shlex.split(resume), "--steps", "6", "--no-progress"], cwd).stdout
+    out = run([*shlex.split(resume), "--extend-steps", "2", "--no-progress"], cwd).stdout
     assert "finished after 6 steps" in out
     header = (cwd / "run" / "config.toml").read_text().splitlines()[0]
     repeat = header.split("Repeat it with: ", 1)[1].replace("NEW", "again")
