@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--dtype",
             choices=DTYPES,
             default="float32",
-            help="compute precision (torch where the device supports it; tinygrad: float32 only)",
+            help="compute precision (torch: autocast where supported; tinygrad: float16, bfloat16 where it compiles)",
         )
     m = sub.add_parser("predict-masked", help="fill [MASK] tokens with a model trained with --objective mlm")
     add_backend_flags(m)
