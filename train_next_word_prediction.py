@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--seed", type=int, default=1337, help="seed of the sampler: same seed, same text")
         g.add_argument("--stats", action="store_true", help="show each token's probability, rank and entropy")
         g.add_argument("--dtype", choices=DTYPES, default="float32",
-                       help="compute precision (torch where the device supports it; tinygrad: float32 only)")
+                       help="compute precision (torch: autocast where supported; tinygrad: float16, bfloat16 where "
+                       "it compiles)")
     m = sub.add_parser("predict-masked", help="fill [MASK] tokens with a model trained with --objective mlm")
     add_backend_flags(m)
     add_checkpoint_flags(m)

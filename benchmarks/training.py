@@ -6,7 +6,8 @@ synchronized). The peer does the same with Hugging Face's GPT-2 and `torch.optim
 
 MFU (model FLOPs utilisation) divides the FLOPs a step needs by the time it took and by a peak:
 the float32 matmul rate measured in the same run (`matmul_peaks`; the fastest framework's rate is
-the machine's peak). FLOPs per token follow nanoGPT and PaLM: 6 per parameter, position embeddings
+the machine's peak). It cannot exceed 100%: a step that beats the measured peak gets no MFU and a
+note saying the peak measurement was low. FLOPs per token follow nanoGPT and PaLM: 6 per parameter, position embeddings
 left out, plus 12 * n_layer * n_embd * block_size for attention.
 
 The first steps are warm-up (tinygrad: step 0 runs eagerly and compiles its kernels, step 1
@@ -109,8 +110,18 @@ def run(
             "tokens_per_s": round(tokens / timing.median_s, 1),
             "model_tflop_per_step": round(flops / 1e12, 4),
             "achieved_gflops": round(flops / timing.median_s / 1e9, 2),
-            "mfu": round(flops / timing.median_s / (peak_gflops * 1e9), 5) if peak_gflops else None,
+            "mfu": mfu(flops / timing.median_s / 1e9, peak_gflops),
             "last_loss": round(losses[name], 4),
         }
+        if row["mfu"] is None and peak_gflops:
+            row["mfu_note"] = f"above the measured matmul peak of {peak_gflops:,.1f} GFLOP/s: that measurement was low"
         rows.append(row)
     return rows
+
+
+def mfu(achieved_gflops: float, peak_gflops: float | None) -> float | None:
+    """Achieved / peak, never above 1: a step faster than the measured matmul peak means the peak was
+    measured low (machine load, a shape that suits the machine less), so no MFU is reported then."""
+    if not peak_gflops or achieved_gflops > peak_gflops:
+        return None
+    return round(achieved_gflops / peak_gflops, 5)

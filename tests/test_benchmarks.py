@@ -66,3 +66,19 @@ def test_targets_read_ratios_of_the_same_run():
     checks = {c["target"]: c for c in report.targets(result)}
     assert checks["torch training / Hugging Face"]["measured"] == 1.5 and checks["torch training / Hugging Face"]["met"]
     assert checks["torch decode batch 1 / Hugging Face generate"]["measured"] == 6.0
+
+
+def test_mfu_never_exceeds_the_measured_peak():
+    """A training step faster than the measured matmul peak reports no MFU (not one above 100%)."""
+    pytest.importorskip("torch")
+    from backends import get_backend
+    from benchmarks import training
+    from core.model.config import GPTConfig
+    from core.model.params import init_params
+
+    config = GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    model = get_backend("torch").build(config, init_params(config))
+    rows = training.run({"torch": model}, None, config, 2, 2, 1e-9, {"torch": "cpu"}, lambda text: None)
+    assert rows[0]["tokens_per_s"] > 0 and rows[0]["mfu"] is None  # it beat a peak of 1e-9 GFLOP/s
+    assert "measured matmul peak" in rows[0]["mfu_note"]
+    assert training.mfu(5.0, 10.0) == 0.5 and training.mfu(10.0, 10.0) == 1 and training.mfu(11.0, 10.0) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,70 +199,34 @@ def test_sigint_then_resume_reproduces_the_uninterrupted_run(backend, tmp_path):
     assert (broken / "training_curve.png").stat().st_size > 0
 
 
+def cli_run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train_next_word_prediction.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+
+
 @pytest.mark.slow
-def test_checkpoint_moves_between_backends(tmp_path):
-    """Trained with torch, resumed with tinygrad (and the reverse), and both generate the same text."""
+@pytest.mark.parametrize("first, second", [("torch", "tinygrad"), ("tinygrad", "torch")])
+def test_checkpoint_moves_between_backends(tmp_path, first, second):
+    """Trained with one backend, resumed with the other: the extra steps' losses and the final weights
+    match the same run resumed in the first backend (to float32 round-off), and both generate one text."""
     run = tmp_path / "run"
-    first = subprocess.run(
-        [
-            sys.executable,
-            "train_next_word_prediction.py",
-            "--backend",
-            "torch",
-            *TINY,
-            "--steps",
-            "20",
-            "--out",
-            str(run),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert first.returncode == 0, first.stderr
-    more = subprocess.run(
-        [
-            sys.executable,
-            "train_next_word_prediction.py",
-            "--backend",
-            "tinygrad",
-            "--resume",
-            str(run),
-            "--extend-steps",
-            "10",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert more.returncode == 0, more.stdout + more.stderr
-    losses = metrics(run)
-    assert sorted(losses) == list(range(1, 31))
-    assert losses[30] < losses[1]
+    done = cli_run("--backend", first, *TINY, "--steps", "20", "--out", str(run))
+    assert done.returncode == 0, done.stdout + done.stderr
+    same = tmp_path / "same"
+    shutil.copytree(run, same)
+    for backend, folder in ((second, run), (first, same)):
+        more = cli_run("--backend", backend, "--no-progress", "--resume", str(folder), "--extend-steps", "10")
+        assert more.returncode == 0, more.stdout + more.stderr
+    moved, stayed = metrics(run), metrics(same)
+    assert sorted(moved) == sorted(stayed) == list(range(1, 31))
+    for step in range(21, 31):  # measured: about 1e-7 relative; float32 round-off differs between frameworks
+        assert moved[step] == pytest.approx(stayed[step], rel=1e-4), step
+    for name, value in load_checkpoint(same).params.items():
+        assert np.abs(load_checkpoint(run).params[name] - value).max() < 1e-4, name
     texts = []
     for backend in ("torch", "tinygrad"):
-        gen = subprocess.run(
-            [
-                sys.executable,
-                "train_next_word_prediction.py",
-                "generate",
-                "--backend",
-                backend,
-                "--checkpoint",
-                str(run),
-                "--step",
-                "last",
-                "--prompt",
-                "1 2 3",
-                "--max-new-tokens",
-                "20",
-                "--seed",
-                "7",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
+        gen = cli_run("generate", "--backend", backend, "--checkpoint", str(run), "--step", "last", "--prompt",
+                      "1 2 3", "--max-new-tokens", "20", "--seed", "7")
         assert gen.returncode == 0, gen.stderr
         texts.append(gen.stdout.splitlines()[1:])  # after the "using <backend> on <device>" line
     assert texts[0] == texts[1] and texts[0]

@@ -274,3 +274,24 @@ def test_optimizer_state_round_trips_exactly(backend, step):
     for key in state:
         if key != "step":
             assert np.array_equal(out[key], state[key]), key
+
+
+def _classes(path: str) -> dict[str, list[str]]:
+    """Class name -> its method names (torch's `forward` read as `__call__`), from the source."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / path).read_text())
+    methods = lambda node: sorted(  # noqa: E731
+        "__call__" if f.name == "forward" else f.name for f in node.body if isinstance(f, ast.FunctionDef)
+    )
+    return {node.name: methods(node) for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def test_the_two_model_files_hold_the_same_classes_and_methods():
+    """What the README claims for backends/torch/model.py and backends/tinygrad/model.py."""
+    torch_classes, tinygrad_classes = _classes("backends/torch/model.py"), _classes("backends/tinygrad/model.py")
+    assert torch_classes == tinygrad_classes
+    assert {"Linear", "LayerNorm", "Embedding", "KVCache", "CausalSelfAttention", "MLP", "Block", "GPT"} <= set(
+        torch_classes
+    )

@@ -171,7 +171,9 @@ def test_cli_quantize(tmp_path, capsys):
     assert load_checkpoint(tmp_path / "q").meta.quantization == "int8"
     generate_args = ["generate", "--checkpoint", str(tmp_path / "q"), "--prompt", "ab", "--max-new-tokens", "4"]
     assert cli.main([*generate_args, "--backend", "torch"]) == 0
-    assert cli.main([*generate_args, "--backend", "tinygrad", "--dtype", "bfloat16"]) == 2
-    assert "not implemented in the tinygrad backend" in capsys.readouterr().err
+    assert cli.main([*generate_args, "--backend", "tinygrad", "--dtype", "float16"]) == 0  # int8 weights, half compute
+    capsys.readouterr()
+    if cli.main([*generate_args, "--backend", "tinygrad", "--dtype", "bfloat16"]) == 2:  # where clang lacks __bf16
+        assert "tinygrad cannot compute in bfloat16" in capsys.readouterr().err
     assert cli.main(["quantize", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "run")]) == 2
     assert "not a checkpoint folder" in capsys.readouterr().err

@@ -68,6 +68,18 @@ def _on_cpu(t: Tensor) -> bool:
     return isinstance(t.device, str) and t.device.split(":")[0] == "CPU"
 
 
+def _check_compiles(name: str, device: str | tuple) -> None:
+    """A lower-precision dtype only where the device compiles it (this machine's clang has no x86 __bf16)."""
+    try:
+        probe = Tensor.ones(2, 2, device=device).cast(getattr(dtypes, name))
+        (probe @ probe).realize()
+    except Exception as err:  # a compiler failure from deep inside tinygrad, said in one line instead
+        raise ValueError(
+            f"tinygrad cannot compute in {name} on {device} here: its kernel compiler rejects the dtype "
+            f"({type(err).__name__}); use --dtype float16 or float32"
+        ) from None
+
+
 def submodule(net: GPT, name: str):
     """The object at a dotted parameter path such as `h.0.attn.c_attn` (torch's get_submodule)."""
     for part in name.split("."):
@@ -78,11 +90,11 @@ def submodule(net: GPT, name: str):
 class TinygradModel:
     def __init__(self, config: GPTConfig, params: dict[str, np.ndarray], device: str | tuple, train: TrainConfig):
         check_model_params(config, params)
+        # Lower precision is for inference: weights, activations and KV cache in that dtype (training
+        # would need float32 master weights and loss scaling, which this backend does not have).
+        self.compute_dtype = getattr(dtypes, train.dtype)
         if train.dtype != "float32":
-            raise NotImplementedError(
-                f"dtype {train.dtype} is not implemented in the tinygrad backend: "
-                "use float32, or --backend torch for mixed precision"
-            )
+            _check_compiles(train.dtype, device)
         self.config, self.device, self.train = config, device, train
         self.net = GPT(config, device)
         self.int8 = sorted(quantized_modules(params))  # modules holding int8 weights (core/convert/quantize.py), if any
@@ -91,6 +103,15 @@ class TinygradModel:
         state = get_state_dict(self.net)
         self.named = {n: t for n, t in state.items() if not n.endswith((INT8, SCALE))}  # spec name -> Tensor
         self.int8_tensors = {n: t for n, t in state.items() if n.endswith((INT8, SCALE))}  # int8 weights, scales
+        if self.compute_dtype != dtypes.float32:
+            for name, t in state.items():  # the same tensors, held in the compute dtype (int8 weights stay)
+                if not name.endswith(INT8):
+                    module, attr = name.rsplit(".", 1)
+                    held = Tensor.empty(*t.shape, dtype=self.compute_dtype, device=device)
+                    setattr(submodule(self.net, module), attr, held)
+            state = get_state_dict(self.net)
+            self.named = {n: t for n, t in state.items() if not n.endswith((INT8, SCALE))}
+            self.int8_tensors = {n: t for n, t in state.items() if n.endswith((INT8, SCALE))}
         self.load_params(params)
         # One learning-rate Tensor shared by both groups, updated in place before each step.
         self.lr = Tensor([train.lr], device=device).contiguous().realize()
@@ -132,13 +153,18 @@ class TinygradModel:
         if sorted(quantized_modules(params)) != self.int8:
             raise ValueError("these params are quantized differently from the model's: build a model for them")
         for name, t in self.named.items():  # assign keeps each buffer, so jitted kernels see the new values
-            t.assign(Tensor(np.asarray(params[name], dtype=np.float32), device=self.device))
+            t.assign(Tensor(np.asarray(params[name], dtype=np.float32), device=self.device).cast(t.dtype))
         for name, t in self.int8_tensors.items():
             dtype = np.int8 if name.endswith(INT8) else np.float32
-            t.assign(Tensor(np.asarray(params[name], dtype=dtype), device=self.device))
+            t.assign(Tensor(np.asarray(params[name], dtype=dtype), device=self.device).cast(t.dtype))
         Tensor.realize(*self.named.values(), *self.int8_tensors.values())
 
     def _check_trainable(self) -> None:
+        if self.compute_dtype != dtypes.float32:
+            raise NotImplementedError(
+                f"training in {self.train.dtype} is not implemented in the tinygrad backend (it would need float32 "
+                "master weights and loss scaling): train in float32; --dtype float16 serves generation"
+            )
         if self.int8:
             raise NotImplementedError(
                 "training an int8 model is not implemented in the tinygrad backend: train the float32 checkpoint, "
@@ -217,7 +243,7 @@ class TinygradModel:
         if self.cache is None or self.cache.k[0].shape[0] != B:
             # Keep one cache per batch size: the jitted decode step captured these very buffers, and
             # reads each step's tokens from `_fed`, which `decode` overwrites in place.
-            self.cache = KVCache(self.config, B, self.device)
+            self.cache = KVCache(self.config, B, self.device, self.compute_dtype)
             self._fed = Tensor.zeros(B, 1, dtype=dtypes.int32, device=self.device).contiguous().realize()
             self._decode_jit = TinyJit(self._decode_step)
             self._prefills: dict[int, tuple[Tensor, TinyJit]] = {}  # prompt length -> its input and jitted step

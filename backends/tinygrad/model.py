@@ -109,7 +109,8 @@ class Embedding:
 
     def __call__(self, idx: Tensor) -> Tensor:
         if self.weight is None:
-            return self.weight_int8[idx].cast(dtypes.float32) * self.weight_scale[idx].unsqueeze(-1)
+            # Dequantized to the scales' dtype: float32, or the compute dtype of a lower-precision model.
+            return self.weight_int8[idx].cast(self.weight_scale.dtype) * self.weight_scale[idx].unsqueeze(-1)
         # (Single device only: with weights replicated over several devices the scatter-add gave wrong
         # gradients here, caught by tests/test_multidevice.py.)
         single = isinstance(self.weight.device, str)

@@ -52,6 +52,7 @@ class TorchModel:
         if dtype != torch.float32 and not _supports(self.device, dtype):
             raise ValueError(f"dtype {train.dtype} is not supported by torch on {device}: use float32")
         self.autocast = torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32)
+        self.compute_dtype = dtype  # also the KV cache's: keys and values come out of autocast matmuls
         # float16 gradients underflow without loss scaling (bfloat16 has float32's range and needs none).
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=dtype == torch.float16)
 
@@ -165,8 +166,9 @@ class TorchModel:
         check_causal(self.config)
         self.net.eval()
         tokens = self._tokens(tokens)
-        self.cache = KVCache(self.config, tokens.shape[0], self.device, self.net.wpe.weight.dtype)
-        logits = self.net(tokens, self.cache, start=0)[:, -1]
+        self.cache = KVCache(self.config, tokens.shape[0], self.device, self.compute_dtype)
+        with self.autocast:  # generation computes in --dtype too, not only the full forward passes
+            logits = self.net(tokens, self.cache, start=0)[:, -1]
         self.cache.pos = tokens.shape[1]
         return logits.float().cpu().numpy()
 
@@ -176,7 +178,8 @@ class TorchModel:
             raise RuntimeError("decode() needs a cache: call prefill() first")
         if self.cache.pos >= self.config.block_size:
             raise ValueError(f"the cache is full at block_size={self.config.block_size}: prefill a shorter context")
-        logits = self.net(self._tokens(tokens)[:, None], self.cache, start=self.cache.pos)[:, -1]
+        with self.autocast:
+            logits = self.net(self._tokens(tokens)[:, None], self.cache, start=self.cache.pos)[:, -1]
         self.cache.pos += 1
         return logits.float().cpu().numpy()
 
