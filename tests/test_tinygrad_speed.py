@@ -86,6 +86,7 @@ def test_tuned_options_are_found_and_change_no_result(tmp_path, monkeypatch):
 
     monkeypatch.setattr(helpers, "CACHEDB", str(tmp_path / "cache.db"))
     monkeypatch.setattr(helpers, "_db_connection", None)
+    monkeypatch.setattr(helpers, "_db_tables", set())
     tune.install()
     rng = np.random.default_rng(0)
     a = Tensor(rng.standard_normal((64, 96), dtype=np.float32)).realize()

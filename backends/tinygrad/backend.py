@@ -110,6 +110,7 @@ class TinygradModel:
         # tinygrad's AdamW keeps beta**step in float32, not the step count (which checkpoints need).
         self.steps_taken = 0
         self._announced: set[str] = set()
+        self._forwards: dict[tuple, tuple[Tensor, Replay]] = {}  # input shape -> its buffer and jitted forward pass
         self.cache: KVCache | None = None
 
     # ---- numpy <-> tinygrad
@@ -150,7 +151,23 @@ class TinygradModel:
 
     # ---- forward passes
     def logits(self, tokens: np.ndarray) -> np.ndarray:
-        return self.net(self._tokens(tokens)).float().numpy()
+        tokens = np.asarray(tokens)
+        if isinstance(self.device, tuple):
+            return self.net(self._tokens(tokens)).float().numpy()
+        # One jitted forward pass per input shape (the last 8), its tokens written into the same buffer:
+        # evaluation calls this for every validation batch, and scheduling it anew each time cost more
+        # than running it.
+        if tokens.shape not in self._forwards:
+            if len(self._forwards) >= 8:
+                self._forwards.pop(next(iter(self._forwards)))
+            fed = Tensor.zeros(*tokens.shape, dtype=dtypes.int32, device=self.device).contiguous().realize()
+            self._forwards[tokens.shape] = (fed, Replay(self._forward_step, self.device))
+        fed, forward = self._forwards[tokens.shape]
+        write(fed, tokens.astype(np.int32))
+        return read(forward(fed))
+
+    def _forward_step(self, tokens: Tensor) -> Tensor:
+        return self.net(tokens).float().contiguous().realize()
 
     def _loss(self, tokens: Tensor, targets: Tensor) -> Tensor:
         logits = self.net(tokens)  # (B, T, V)

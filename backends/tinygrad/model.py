@@ -7,7 +7,9 @@ are the checkpoint keys. Linear weights are stored (in_features, out_features), 
 
 A few places differ from the obvious code because tinygrad is slow there on a CPU: `attention`,
 `Embedding.__call__` and the kernel boundaries of `stored`. `GPT_TINYGRAD_FAST=0` in the environment
-(or `FAST = False` here before a model is built) turns them all off.
+(or `FAST = False` here before a model is built) turns them all off; in training, linear layers and the
+output head also route their weight gradients through feature-major copies (`_with_weight_gradient`,
+off with GPT_TINYGRAD_WGRAD=0).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from tinygrad.helpers import TRAINING
 from core.config import GPTConfig
 
 FAST = os.environ.get("GPT_TINYGRAD_FAST", "1") != "0"
+# Weight gradients from feature-major copies (`_with_weight_gradient`); GPT_TINYGRAD_WGRAD=0 turns it off.
+WGRAD = os.environ.get("GPT_TINYGRAD_WGRAD", "1") != "0"
 SPLIT_FROM = 128  # sequence length from which causal `attention` splits its queries in two (measured at 256)
 
 
@@ -35,7 +39,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 def _fast_training(weight: Tensor) -> bool:
     """Whether a matmul with `weight` takes the weight-gradient layout below: training, FAST, one device."""
-    return FAST and bool(TRAINING) and isinstance(weight.device, str)
+    return FAST and WGRAD and bool(TRAINING) and isinstance(weight.device, str)
 
 
 def _with_weight_gradient(y: Tensor, x: Tensor, weight: Tensor, product) -> Tensor:

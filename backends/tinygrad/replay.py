@@ -38,7 +38,8 @@ class _Kernel:
         self.args = [ctypes.c_uint64(b.get_buf(device).va_addr) for b in bufs]
         self.core = self.info.runtimevars.get("core_id")
         self.symbolic = any(v.expr != "core_id" for v in self.info.vars)
-        self.out_bytes = bufs[self.info.outs[0]].nbytes if self.info.outs else 0
+        ops = ast.src[0].arg.estimates.ops if ast.src[0].arg.estimates is not None else 0
+        self.big = isinstance(ops, int) and ops >= threads.MIN_PARALLEL_FLOPS  # symbolic: a decode step's attention
         self.parts, self.vals = self._launch({}) if not self.symbolic else (1, [])
 
     def _launch(self, var_vals: dict[str, int]) -> tuple[int, list]:
@@ -52,7 +53,7 @@ class _Kernel:
             self.fxn(*args)
             return
         slot = len(self.args) + self.core
-        if threads.enabled() and parts > 1 and self.out_bytes >= threads.MIN_PARALLEL_BYTES:
+        if threads.enabled() and parts > 1 and self.big:
             threads.run_parts(self.fxn, args, slot, parts)
             return
         for part in range(parts):

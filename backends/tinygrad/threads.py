@@ -23,8 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 from tinygrad.runtime.ops_cpu import CPUProgram
 
 ENABLED = os.environ.get("GPT_TINYGRAD_THREADS", "1") != "0"
-# Output bytes from which a kernel's parts are spread over threads (below: run in turn on one thread).
-MIN_PARALLEL_BYTES = int(os.environ.get("GPT_TINYGRAD_PARALLEL_BYTES", 16384))
+# Work from which a kernel's parts are spread over threads (below: run in turn on one thread). Handing a
+# part to another thread costs tens of microseconds on an idle machine and far more on a loaded one, so
+# only kernels of a millisecond or so gain: measured by estimated FLOPs where known (replay.py), else by
+# output bytes.
+MIN_PARALLEL_FLOPS = int(os.environ.get("GPT_TINYGRAD_PARALLEL_FLOPS", 8_000_000))
+MIN_PARALLEL_BYTES = int(os.environ.get("GPT_TINYGRAD_PARALLEL_BYTES", 262_144))
 
 _sequential_call = CPUProgram.__call__
 _pool: ThreadPoolExecutor | None = None
