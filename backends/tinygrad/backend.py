@@ -10,6 +10,7 @@ realized Tensor or a bound symbolic Variable, never as constants frozen at captu
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import version
 
 import numpy as np
@@ -214,7 +215,7 @@ class TinygradModel:
         """Say once per kind of step, after its first call compiled its kernels, whether tuned ones were found."""
         if FAST and kind not in self._announced:
             self._announced.add(kind)
-            print(f"{tune.summary()} ({kind})", flush=True)
+            print(f"{tune.summary()} ({kind})", file=sys.stderr, flush=True)  # stdout may be generated text
 
     def _batch_inputs(self, tokens: np.ndarray, targets: np.ndarray) -> tuple[Tensor, Tensor]:
         """The step's tokens and targets on the device. On one device they are written into the same two
