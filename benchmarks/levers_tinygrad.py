@@ -122,7 +122,12 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.levers_tinygrad", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", choices=CONFIGS, default="baby", help="baby (nanoGPT's CPU recipe) or reference")
+    parser.add_argument(
+        "--config",
+        choices=CONFIGS,
+        default="baby",
+        help="baby (nanoGPT's CPU recipe), default (the README's first run) or reference",
+    )
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="variants to time")
     parser.add_argument("--decode-batches", type=int, nargs="*", default=[1, 8], help="decode batch sizes")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5; decode at least 20)")

@@ -26,9 +26,10 @@ from benchmarks.kernel_groups import Kernel, classify, summarize
 from core.config import GPTConfig, TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# nanoGPT's CPU "baby GPT" (character level) and the reference configuration.
+# nanoGPT's CPU "baby GPT" (character level), the README's default run and the reference configuration.
 CONFIGS = {
     "baby": (dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128), 12),
+    "default": (dict(vocab_size=8192, block_size=64, n_layer=2, n_head=4, n_embd=64), 16),  # the README's first run
     "reference": (dict(vocab_size=8192, block_size=256, n_layer=4, n_head=4, n_embd=256), 16),
 }
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
