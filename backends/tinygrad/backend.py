@@ -2,24 +2,30 @@
 
 This is where arrays cross between the core and tinygrad, and where the optimizer lives: AdamW with
 two parameter groups (decay on 2-D weights only), clipping by global gradient norm, and gradient
-accumulation — the same semantics as `backends/torch/backend.py`. The training step and the decode
-step each run under `TinyJit`, so after two calls they replay captured kernels (set `JIT=0` to turn
-that off). Python numbers that change between calls (learning rate, position) therefore enter as a
-realized Tensor or a bound symbolic Variable, never as constants frozen at capture.
+accumulation — the same semantics as `backends/torch/backend.py`. The training step, the forward
+pass of `logits`, prefill and the decode step each run under `TinyJit` (through `replay.Replay`, which
+on a CPU replays the captured kernels as plain C calls), so after two calls they replay captured
+kernels (set `JIT=0` to turn that off); their inputs are written into the same buffers every call.
+Python numbers that change between calls (learning rate, position) therefore enter as a realized
+Tensor or a bound symbolic Variable, never as constants frozen at capture.
 """
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import version
 
 import numpy as np
-from tinygrad import Context, Tensor, TinyJit, Variable, dtypes
+from tinygrad import Context, Tensor, Variable, dtypes
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_state_dict
 
-from backends.tinygrad import slots
+from backends.tinygrad import threads, tune
+from backends.tinygrad.buffers import read, write
 from backends.tinygrad.device import select_device
-from backends.tinygrad.model import GPT, KVCache, stored
+from backends.tinygrad.model import FAST, GPT, KVCache, stored
+from backends.tinygrad.replay import Replay
+from backends.tinygrad.slots import SlotServing
 from core.convert.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
 from core.model.config import GPTConfig, TrainConfig
 from core.model.interface import IGNORE_INDEX
@@ -46,28 +52,6 @@ def float32_power(beta: float, step: int) -> np.float32:
     return value
 
 
-def write(t: Tensor, values: np.ndarray) -> None:
-    """Overwrite realized `t` with host values of its shape and dtype. On the CPU device the bytes are
-    written in place: a new Tensor from numpy costs milliseconds of scheduling, more than a decode step."""
-    buffer = t.uop.buffer if _on_cpu(t) else None
-    if buffer is not None and buffer.nbytes == values.nbytes:
-        np.frombuffer(buffer.as_memoryview(force_zero_copy=True), dtype=values.dtype)[:] = values.reshape(-1)
-    else:
-        t.assign(Tensor(values, device=t.device)).realize()
-
-
-def read(t: Tensor) -> np.ndarray:
-    """A float32 numpy copy of realized `t`, read straight from its memory on the CPU device."""
-    buffer = t.uop.buffer if _on_cpu(t) and t.dtype == dtypes.float32 else None
-    if buffer is None or buffer.nbytes != 4 * t.numel():
-        return t.float().numpy()
-    return np.frombuffer(buffer.as_memoryview(force_zero_copy=True), dtype=np.float32).reshape(t.shape).copy()
-
-
-def _on_cpu(t: Tensor) -> bool:
-    return isinstance(t.device, str) and t.device.split(":")[0] == "CPU"
-
-
 def _check_compiles(name: str, device: str | tuple) -> None:
     """A lower-precision dtype only where the device compiles it (this machine's clang has no x86 __bf16)."""
     try:
@@ -87,7 +71,7 @@ def submodule(net: GPT, name: str):
     return net
 
 
-class TinygradModel:
+class TinygradModel(SlotServing):
     def __init__(self, config: GPTConfig, params: dict[str, np.ndarray], device: str | tuple, train: TrainConfig):
         check_model_params(config, params)
         # Lower precision is for inference: weights, activations and KV cache in that dtype (training
@@ -125,9 +109,12 @@ class TinygradModel:
         for group in groups:
             group.lr = self.lr
         self.optimizer = OptimizerGroup(*groups)
-        self._step_jit = TinyJit(self._step)
+        self._step_jit = Replay(self._step, device)
+        self._batch: dict[tuple, tuple[Tensor, Tensor]] = {}  # batch shape -> the step's input buffers, reused
         # tinygrad's AdamW keeps beta**step in float32, not the step count (which checkpoints need).
         self.steps_taken = 0
+        self._announced: set[str] = set()
+        self._forwards: dict[tuple, tuple[Tensor, Replay]] = {}  # input shape -> its buffer and jitted forward pass
         self.cache: KVCache | None = None
 
     # ---- numpy <-> tinygrad
@@ -173,7 +160,23 @@ class TinygradModel:
 
     # ---- forward passes
     def logits(self, tokens: np.ndarray) -> np.ndarray:
-        return self.net(self._tokens(tokens)).float().numpy()
+        tokens = np.asarray(tokens)
+        if isinstance(self.device, tuple):
+            return self.net(self._tokens(tokens)).float().numpy()
+        # One jitted forward pass per input shape (the last 8), its tokens written into the same buffer:
+        # evaluation calls this for every validation batch, and scheduling it anew each time cost more
+        # than running it.
+        if tokens.shape not in self._forwards:
+            if len(self._forwards) >= 8:
+                self._forwards.pop(next(iter(self._forwards)))
+            fed = Tensor.zeros(*tokens.shape, dtype=dtypes.int32, device=self.device).contiguous().realize()
+            self._forwards[tokens.shape] = (fed, Replay(self._forward_step, self.device))
+        fed, forward = self._forwards[tokens.shape]
+        write(fed, tokens.astype(np.int32))
+        return read(forward(fed))
+
+    def _forward_step(self, tokens: Tensor) -> Tensor:
+        return self.net(tokens).float().contiguous().realize()
 
     def _loss(self, tokens: Tensor, targets: Tensor) -> Tensor:
         logits = self.net(tokens)  # (B, T, V)
@@ -210,10 +213,31 @@ class TinygradModel:
         tokens, targets = np.asarray(tokens), np.asarray(targets)
         if tokens.ndim == 2:  # a single micro-batch
             tokens, targets = tokens[None], targets[None]
-        self.lr.assign(Tensor([lr], device=self.device)).realize()
-        loss = self._step_jit(self._tokens(tokens, batch_axis=1), self._tokens(targets, batch_axis=1)).item()
+        write(self.lr, np.array([lr], dtype=np.float32))
+        loss = self._step_jit(*self._batch_inputs(tokens, targets)).item()
+        self._announce("training")
         self.steps_taken += 1
         return loss
+
+    def _announce(self, kind: str) -> None:
+        """Say once per kind of step, after its first call compiled its kernels, whether tuned ones were found."""
+        if FAST and kind not in self._announced:
+            self._announced.add(kind)
+            print(f"{tune.summary()} ({kind})", file=sys.stderr, flush=True)  # stdout may be generated text
+
+    def _batch_inputs(self, tokens: np.ndarray, targets: np.ndarray) -> tuple[Tensor, Tensor]:
+        """The step's tokens and targets on the device. On one device they are written into the same two
+        buffers every step (so `Replay` can keep its resolved kernels); sharded batches are new tensors."""
+        if isinstance(self.device, tuple):
+            return self._tokens(tokens, batch_axis=1), self._tokens(targets, batch_axis=1)
+        if tokens.shape not in self._batch:
+            self._batch[tokens.shape] = tuple(
+                Tensor.zeros(*tokens.shape, dtype=dtypes.int32, device=self.device).contiguous().realize() for _ in "xy"
+            )
+        fed = self._batch[tokens.shape]
+        write(fed[0], tokens.astype(np.int32))
+        write(fed[1], targets.astype(np.int32))
+        return fed
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
         state: dict[str, np.ndarray] = {"step": np.array([self.steps_taken], dtype=np.int64)}
@@ -245,19 +269,20 @@ class TinygradModel:
             # reads each step's tokens from `_fed`, which `decode` overwrites in place.
             self.cache = KVCache(self.config, B, self.device, self.compute_dtype)
             self._fed = Tensor.zeros(B, 1, dtype=dtypes.int32, device=self.device).contiguous().realize()
-            self._decode_jit = TinyJit(self._decode_step)
-            self._prefills: dict[int, tuple[Tensor, TinyJit]] = {}  # prompt length -> its input and jitted step
+            self._decode_jit = Replay(self._decode_step, self.device)
+            self._prefills: dict[int, tuple[Tensor, Replay]] = {}  # prompt length -> its input and jitted step
         # A jitted prefill per prompt length (the last 8): generating past block_size prefills a full window
         # every step, and scheduling one unjitted costs far more than running it.
         if T not in self._prefills:
             if len(self._prefills) >= 8:
                 self._prefills.pop(next(iter(self._prefills)))
             fed = Tensor.zeros(B, T, dtype=dtypes.int32, device=self.device).contiguous().realize()
-            self._prefills[T] = (fed, TinyJit(self._prefill_step))
+            self._prefills[T] = (fed, Replay(self._prefill_step, self.device))
         fed, step = self._prefills[T]
         write(fed, tokens.astype(np.int32))
         logits = step(fed)
         self.cache.pos = T
+        self._announce("generation")
         return read(logits)
 
     def _prefill_step(self, tokens: Tensor) -> Tensor:
@@ -280,38 +305,6 @@ class TinygradModel:
     def attention_maps(self, tokens: np.ndarray) -> list[np.ndarray]:
         return [m.float().numpy() for m in self.net.attention_maps(self._tokens(tokens))]
 
-    # ---- serving: a cache of slots, one request each at its own position (backends/tinygrad/slots.py)
-    def slot_start(self, n_slots: int) -> None:
-        check_causal(self.config)
-        slots.share_compile_cache()  # a server calls the slot methods from its own worker thread
-        self.slot_cache = slots.SlotCache(self.net, n_slots, self.device)
-        # The decode step's inputs, overwritten in place before each call.
-        self._slot_fed, self._slot_pos = slots.int_input(self.device, n_slots, 1), slots.int_input(self.device, n_slots)
-        self._slot_decode_jit = TinyJit(lambda t, p: slots.decode(self.net, self.slot_cache, t, p))
-        self._slot_prefills: dict[int, tuple] = {}  # bucket length -> its inputs and jitted step
-
-    def slot_prefill(self, slot: int, tokens: np.ndarray) -> np.ndarray:
-        T = len(tokens)
-        Tb = slots.bucket(T, self.config.block_size)
-        if Tb not in self._slot_prefills:
-            step = TinyJit(lambda t, s, last: slots.prefill(self.net, self.slot_cache, t, s, last))
-            self._slot_prefills[Tb] = (*(slots.int_input(self.device, *shape) for shape in ((1, Tb), (1,), (1,))), step)
-        fed, where, last, step = self._slot_prefills[Tb]
-        padded = np.zeros((1, Tb), dtype=np.int32)
-        padded[0, :T] = tokens
-        write(fed, padded)
-        write(where, np.array([slot], dtype=np.int32))
-        write(last, np.array([T - 1], dtype=np.int32))
-        return read(step(fed, where, last))[0]
-
-    def slot_decode(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        R, S = len(tokens), self.slot_cache.slots  # every slot runs: one shape, one capture
-        fed, pos = np.zeros((S, 1), dtype=np.int32), np.zeros(S, dtype=np.int32)
-        fed[:R, 0], pos[:R] = tokens, positions
-        write(self._slot_fed, fed)
-        write(self._slot_pos, pos)
-        return read(self._slot_decode_jit(self._slot_fed, self._slot_pos))[:R]
-
 
 class TinygradBackend:
     name = "tinygrad"
@@ -319,6 +312,10 @@ class TinygradBackend:
 
     def __init__(self, device: str | None = None):
         self.device = select_device(device)  # a tuple for several devices (one process, sharded batches)
+        if FAST and threads.ENABLED:  # tinygrad runs a CPU kernel's thread parts in turn; run them at once
+            threads.enable()
+        if FAST:  # compiles look for kernels tuned by `tune` in tinygrad's disk cache
+            tune.install()
 
     def any_rank(self, flag: bool) -> bool:
         return flag

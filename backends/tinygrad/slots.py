@@ -17,9 +17,12 @@ import math
 import os
 import sqlite3
 
-from tinygrad import Tensor, dtypes, helpers
+import numpy as np
+from tinygrad import Tensor, TinyJit, dtypes, helpers
 
+from backends.tinygrad.buffers import read, write
 from backends.tinygrad.model import GPT, KVCache, attention
+from core.model.params import check_causal
 
 
 class SlotCache(KVCache):
@@ -103,3 +106,38 @@ def decode(net: GPT, cache: SlotCache, tokens: Tensor, positions: Tensor) -> Ten
     x = net.ln_f(x)
     head = net.wte if net.config.tie_embeddings else net.lm_head
     return head.attend(x)[:, 0].contiguous().realize()  # (S, V)
+
+
+class SlotServing:
+    """The Model protocol's slot methods for `TinygradModel` (uses its `net`, `config` and `device`)."""
+
+    def slot_start(self, n_slots: int) -> None:
+        check_causal(self.config)
+        share_compile_cache()  # a server calls the slot methods from its own worker thread
+        self.slot_cache = SlotCache(self.net, n_slots, self.device)
+        # The decode step's inputs, overwritten in place before each call.
+        self._slot_fed, self._slot_pos = int_input(self.device, n_slots, 1), int_input(self.device, n_slots)
+        self._slot_decode_jit = TinyJit(lambda t, p: decode(self.net, self.slot_cache, t, p))
+        self._slot_prefills: dict[int, tuple] = {}  # bucket length -> its inputs and jitted step
+
+    def slot_prefill(self, slot: int, tokens: np.ndarray) -> np.ndarray:
+        T = len(tokens)
+        Tb = bucket(T, self.config.block_size)
+        if Tb not in self._slot_prefills:
+            step = TinyJit(lambda t, s, last: prefill(self.net, self.slot_cache, t, s, last))
+            self._slot_prefills[Tb] = (*(int_input(self.device, *shape) for shape in ((1, Tb), (1,), (1,))), step)
+        fed, where, last, step = self._slot_prefills[Tb]
+        padded = np.zeros((1, Tb), dtype=np.int32)
+        padded[0, :T] = tokens
+        write(fed, padded)
+        write(where, np.array([slot], dtype=np.int32))
+        write(last, np.array([T - 1], dtype=np.int32))
+        return read(step(fed, where, last))[0]
+
+    def slot_decode(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        R, S = len(tokens), self.slot_cache.slots  # every slot runs: one shape, one capture
+        fed, pos = np.zeros((S, 1), dtype=np.int32), np.zeros(S, dtype=np.int32)
+        fed[:R, 0], pos[:R] = tokens, positions
+        write(self._slot_fed, fed)
+        write(self._slot_pos, pos)
+        return read(self._slot_decode_jit(self._slot_fed, self._slot_pos))[:R]

@@ -1,0 +1,32 @@
+"""Host values into and out of realized tinygrad buffers, without a new Tensor per call.
+
+Jitted steps read their inputs from buffers that stay the same between calls, so the inputs are
+overwritten in place; on the CPU device both directions go straight through the buffer's memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tinygrad import Tensor, dtypes
+
+
+def write(t: Tensor, values: np.ndarray) -> None:
+    """Overwrite realized `t` with host values of its shape and dtype. On the CPU device the bytes are
+    written in place: a new Tensor from numpy costs milliseconds of scheduling, more than a decode step."""
+    buffer = t.uop.buffer if _on_cpu(t) else None
+    if buffer is not None and buffer.nbytes == values.nbytes:
+        np.frombuffer(buffer.as_memoryview(force_zero_copy=True), dtype=values.dtype)[:] = values.reshape(-1)
+    else:
+        t.assign(Tensor(values, device=t.device)).realize()
+
+
+def read(t: Tensor) -> np.ndarray:
+    """A float32 numpy copy of realized `t`, read straight from its memory on the CPU device."""
+    buffer = t.uop.buffer if _on_cpu(t) and t.dtype == dtypes.float32 else None
+    if buffer is None or buffer.nbytes != 4 * t.numel():
+        return t.float().numpy()
+    return np.frombuffer(buffer.as_memoryview(force_zero_copy=True), dtype=np.float32).reshape(t.shape).copy()
+
+
+def _on_cpu(t: Tensor) -> bool:
+    return isinstance(t.device, str) and t.device.split(":")[0] == "CPU"
