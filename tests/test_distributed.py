@@ -46,7 +46,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     meta = json.loads((two / "checkpoints" / "last" / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["step"] == 5
 
-    resumed = torchrun("--backend", "torch", "--resume", str(two), "--steps", "8")
+    resumed = torchrun("--backend", "torch", "--resume", str(two), "--extend-steps", "3")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming at step 5" in resumed.stdout
     assert sorted(losses(two)) == list(range(1, 9))
