@@ -13,12 +13,14 @@ from __future__ import annotations
 from importlib.metadata import version
 
 import numpy as np
-from tinygrad import Context, Tensor, TinyJit, Variable, dtypes
+from tinygrad import Context, Tensor, Variable, dtypes
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_state_dict
 
+from backends.tinygrad import threads, tune
 from backends.tinygrad.device import select_device
-from backends.tinygrad.model import GPT, KVCache, stored
+from backends.tinygrad.model import FAST, GPT, KVCache, stored
+from backends.tinygrad.replay import Replay
 from core.convert.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
 from core.model.config import GPTConfig, TrainConfig
 from core.model.interface import IGNORE_INDEX
@@ -103,9 +105,12 @@ class TinygradModel:
         for group in groups:
             group.lr = self.lr
         self.optimizer = OptimizerGroup(*groups)
-        self._step_jit = TinyJit(self._step)
+        self._step_jit = Replay(self._step, device)
+        self._batch: dict[tuple, tuple[Tensor, Tensor]] = {}  # batch shape -> the step's input buffers, reused
         # tinygrad's AdamW keeps beta**step in float32, not the step count (which checkpoints need).
         self.steps_taken = 0
+        self._announced: set[str] = set()
+        self._forwards: dict[tuple, tuple[Tensor, Replay]] = {}  # input shape -> its buffer and jitted forward pass
         self.cache: KVCache | None = None
 
     # ---- numpy <-> tinygrad
@@ -146,7 +151,23 @@ class TinygradModel:
 
     # ---- forward passes
     def logits(self, tokens: np.ndarray) -> np.ndarray:
-        return self.net(self._tokens(tokens)).float().numpy()
+        tokens = np.asarray(tokens)
+        if isinstance(self.device, tuple):
+            return self.net(self._tokens(tokens)).float().numpy()
+        # One jitted forward pass per input shape (the last 8), its tokens written into the same buffer:
+        # evaluation calls this for every validation batch, and scheduling it anew each time cost more
+        # than running it.
+        if tokens.shape not in self._forwards:
+            if len(self._forwards) >= 8:
+                self._forwards.pop(next(iter(self._forwards)))
+            fed = Tensor.zeros(*tokens.shape, dtype=dtypes.int32, device=self.device).contiguous().realize()
+            self._forwards[tokens.shape] = (fed, Replay(self._forward_step, self.device))
+        fed, forward = self._forwards[tokens.shape]
+        write(fed, tokens.astype(np.int32))
+        return read(forward(fed))
+
+    def _forward_step(self, tokens: Tensor) -> Tensor:
+        return self.net(tokens).float().contiguous().realize()
 
     def _loss(self, tokens: Tensor, targets: Tensor) -> Tensor:
         logits = self.net(tokens)  # (B, T, V)
@@ -183,10 +204,31 @@ class TinygradModel:
         tokens, targets = np.asarray(tokens), np.asarray(targets)
         if tokens.ndim == 2:  # a single micro-batch
             tokens, targets = tokens[None], targets[None]
-        self.lr.assign(Tensor([lr], device=self.device)).realize()
-        loss = self._step_jit(self._tokens(tokens, batch_axis=1), self._tokens(targets, batch_axis=1)).item()
+        write(self.lr, np.array([lr], dtype=np.float32))
+        loss = self._step_jit(*self._batch_inputs(tokens, targets)).item()
+        self._announce("training")
         self.steps_taken += 1
         return loss
+
+    def _announce(self, kind: str) -> None:
+        """Say once per kind of step, after its first call compiled its kernels, whether tuned ones were found."""
+        if FAST and kind not in self._announced:
+            self._announced.add(kind)
+            print(f"{tune.summary()} ({kind})", flush=True)
+
+    def _batch_inputs(self, tokens: np.ndarray, targets: np.ndarray) -> tuple[Tensor, Tensor]:
+        """The step's tokens and targets on the device. On one device they are written into the same two
+        buffers every step (so `Replay` can keep its resolved kernels); sharded batches are new tensors."""
+        if isinstance(self.device, tuple):
+            return self._tokens(tokens, batch_axis=1), self._tokens(targets, batch_axis=1)
+        if tokens.shape not in self._batch:
+            self._batch[tokens.shape] = tuple(
+                Tensor.zeros(*tokens.shape, dtype=dtypes.int32, device=self.device).contiguous().realize() for _ in "xy"
+            )
+        fed = self._batch[tokens.shape]
+        write(fed[0], tokens.astype(np.int32))
+        write(fed[1], targets.astype(np.int32))
+        return fed
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
         state: dict[str, np.ndarray] = {"step": np.array([self.steps_taken], dtype=np.int64)}
@@ -218,19 +260,20 @@ class TinygradModel:
             # reads each step's tokens from `_fed`, which `decode` overwrites in place.
             self.cache = KVCache(self.config, B, self.device)
             self._fed = Tensor.zeros(B, 1, dtype=dtypes.int32, device=self.device).contiguous().realize()
-            self._decode_jit = TinyJit(self._decode_step)
-            self._prefills: dict[int, tuple[Tensor, TinyJit]] = {}  # prompt length -> its input and jitted step
+            self._decode_jit = Replay(self._decode_step, self.device)
+            self._prefills: dict[int, tuple[Tensor, Replay]] = {}  # prompt length -> its input and jitted step
         # A jitted prefill per prompt length (the last 8): generating past block_size prefills a full window
         # every step, and scheduling one unjitted costs far more than running it.
         if T not in self._prefills:
             if len(self._prefills) >= 8:
                 self._prefills.pop(next(iter(self._prefills)))
             fed = Tensor.zeros(B, T, dtype=dtypes.int32, device=self.device).contiguous().realize()
-            self._prefills[T] = (fed, TinyJit(self._prefill_step))
+            self._prefills[T] = (fed, Replay(self._prefill_step, self.device))
         fed, step = self._prefills[T]
         write(fed, tokens.astype(np.int32))
         logits = step(fed)
         self.cache.pos = T
+        self._announce("generation")
         return read(logits)
 
     def _prefill_step(self, tokens: Tensor) -> Tensor:
@@ -260,6 +303,10 @@ class TinygradBackend:
 
     def __init__(self, device: str | None = None):
         self.device = select_device(device)  # a tuple for several devices (one process, sharded batches)
+        if FAST and threads.ENABLED:  # tinygrad runs a CPU kernel's thread parts in turn; run them at once
+            threads.enable()
+        if FAST:  # compiles look for kernels tuned by `tune` in tinygrad's disk cache
+            tune.install()
 
     def any_rank(self, flag: bool) -> bool:
         return flag

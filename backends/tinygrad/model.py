@@ -7,7 +7,9 @@ are the checkpoint keys. Linear weights are stored (in_features, out_features), 
 
 A few places differ from the obvious code because tinygrad is slow there on a CPU: `attention`,
 `Embedding.__call__` and the kernel boundaries of `stored`. `GPT_TINYGRAD_FAST=0` in the environment
-(or `FAST = False` here before a model is built) turns them all off.
+(or `FAST = False` here before a model is built) turns them all off; in training, linear layers and the
+output head also route their weight gradients through feature-major copies (`_with_weight_gradient`,
+off with GPT_TINYGRAD_WGRAD=0).
 """
 
 from __future__ import annotations
@@ -21,12 +23,39 @@ from tinygrad.helpers import TRAINING
 from core.model.config import GPTConfig
 
 FAST = os.environ.get("GPT_TINYGRAD_FAST", "1") != "0"
+# Weight gradients from feature-major copies (`_with_weight_gradient`); GPT_TINYGRAD_WGRAD=0 turns it off.
+WGRAD = os.environ.get("GPT_TINYGRAD_WGRAD", "1") != "0"
 SPLIT_FROM = 128  # sequence length from which causal `attention` splits its queries in two (measured at 256)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """y = x @ weight + bias, weight stored (in, out), as Tensor.linear takes it."""
+    if _fast_training(weight):
+        return _with_weight_gradient(x @ weight.detach(), x, weight, lambda xs: xs @ weight) + (
+            0 if bias is None else bias
+        )
     return x.linear(weight, bias)
+
+
+def _fast_training(weight: Tensor) -> bool:
+    """Whether a matmul with `weight` takes the weight-gradient layout below: training, FAST, one device."""
+    return FAST and WGRAD and bool(TRAINING) and isinstance(weight.device, str)
+
+
+def _with_weight_gradient(y: Tensor, x: Tensor, weight: Tensor, product) -> Tensor:
+    """`y` (x @ weight, its weight detached), whose gradient reaches `weight` through `product(x)` laid out
+    so that the weight gradient's reduction over the B*T positions reads contiguous memory.
+
+    The weight gradient of x @ W is x.T @ dy, a sum over the positions of x (positions, in) and dy
+    (positions, out), both stored position-major: each step of the sum jumps a whole row in both,
+    and tinygrad's kernel for it ran at 2-3 GFLOP/s here. Stored feature-major instead (x.T and dy.T
+    contiguous, two transposing copies), the same sum reads both rows in order, 4-10x faster
+    (benchmarks/results/tinygrad-cpu.md). `z - z.detach()` is exactly zero, and tinygrad folds it
+    away, so the forward pass computes nothing more: z only carries the gradient.
+    """
+    x_feature_major = x.detach().transpose(-1, -2).contiguous().transpose(-1, -2)  # (B, T, in) stored (B, in, T)
+    z = product(x_feature_major).transpose(-1, -2).contiguous_backward().transpose(-1, -2)  # dz stored (B, out, T)
+    return y + (z - z.detach())
 
 
 def stored(x: Tensor, gradient: bool = False) -> Tensor:
@@ -124,6 +153,11 @@ class Embedding:
         """x @ weight.T: (B, T, n_embd) -> (B, T, n). With int8, a row's scale multiplies its logit."""
         if self.weight is None:
             return (x @ self.weight_int8.T.cast(x.dtype)) * self.weight_scale
+        if _fast_training(self.weight):
+            # The input gradient dlogits @ weight sums over the vocabulary: a (n_embd, n) copy of the weight
+            # makes it read both operands along that sum (a linear layer's (in, out) layout), 3x faster.
+            y = x @ self.weight.detach().T.contiguous()  # (B, T, C) @ (C, V)
+            return _with_weight_gradient(y, x, self.weight, lambda xs: xs @ self.weight.T)
         return x @ self.weight.T
 
 

@@ -1,0 +1,165 @@
+"""Each tinygrad speed lever on and off, side by side in one run: `python -m benchmarks.levers_tinygrad`.
+
+Variants of one training step (and of one cached decode step), timed in turn (benchmarks/common.py
+`interleave`), so that the ratios between them carry no drift of a shared machine's load:
+
+- default: every lever on;
+- no threads: kernel thread parts run in turn, as tinygrad 0.14 runs them (threads.py off);
+- no replay: captured steps go through TinyJit's own replay (replay.py off);
+- no weight-gradient layout: weight gradients summed over position-major memory (model.WGRAD off);
+- tinygrad as shipped: all of the above off and GPT_TINYGRAD_FAST's older levers too.
+
+A lever that acts when a step is traced (layout, FAST) gets its own model, built and traced with it
+off; threads act per call. Writes levers-<config>.json and .md to benchmarks/results/ (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import interleave, load_average, machine, package_versions
+from benchmarks.profile_tinygrad import CONFIGS, RESULTS
+from core.model.config import GPTConfig, TrainConfig
+
+VARIANTS = {  # name -> the settings it runs under (everything else on)
+    "default": {},
+    "no threads": {"threads": False},
+    "no replay": {"replay": False},
+    "no weight-gradient layout": {"wgrad": False},
+    "tinygrad as shipped": {"threads": False, "replay": False, "wgrad": False, "fast": False},
+}
+
+
+@contextmanager
+def settings(threads: bool = True, replay: bool = True, wgrad: bool = True, fast: bool = True):
+    from backends.tinygrad import model
+    from backends.tinygrad import replay as replay_module
+    from backends.tinygrad import threads as threads_module
+
+    saved = threads_module.enabled(), replay_module.ENABLED, model.WGRAD, model.FAST
+    threads_module.enable(threads)
+    replay_module.ENABLED, model.WGRAD, model.FAST = replay, wgrad, fast
+    try:
+        yield
+    finally:
+        threads_module.enable(saved[0])
+        replay_module.ENABLED, model.WGRAD, model.FAST = saved[1:]
+
+
+def run(config_name: str, names: list[str], decode_batches: list[int], repeats: int, log) -> dict:
+    from backends import get_backend
+    from core.model.params import init_params
+
+    fields, batch = CONFIGS[config_name]
+    config = GPTConfig(**fields)
+    params = init_params(config, seed=0)
+    backend = get_backend("tinygrad")
+    models = {}
+    for name in names:
+        with settings(**VARIANTS[name]):
+            models[name] = backend.build(config, params, TrainConfig(batch_size=batch))
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, config.vocab_size, (batch, config.block_size + 1))
+    x, y = data[:, :-1], data[:, 1:]
+
+    def train(name):
+        def call():
+            with settings(**VARIANTS[name]):
+                models[name].train_step(x, y, 1e-4)
+
+        return call
+
+    log(f"training steps, batch {batch} x {config.block_size}, variants {names}")
+    timings = interleave({n: train(n) for n in names}, repeats, warmup=3, log=log)
+    result = {"training": {n: t.as_dict() for n, t in timings.items()}}
+    prompt = config.block_size // 8
+    for b in decode_batches:
+        tokens = rng.integers(0, config.vocab_size, (b, prompt))
+
+        def decode(name, tokens=tokens, b=b):
+            def call():
+                with settings(**VARIANTS[name]):
+                    model = models[name]
+                    if model.cache is None or model.cache.k[0].shape[0] != b or model.cache.pos >= config.block_size:
+                        model.prefill(tokens)
+                    model.decode(tokens[:, -1:])
+
+            return call
+
+        log(f"decode steps, batch {b}")
+        timings = interleave({n: decode(n) for n in names}, max(repeats, 20), warmup=4, log=log)
+        result[f"decode_batch_{b}"] = {n: t.as_dict() for n, t in timings.items()}
+    return result
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"# tinygrad speed levers, on and off: `{result['config_name']}`\n",
+        f"`{result['run']['command']}` on {result['machine']['cpu']} ({result['machine']['cpus']} CPUs), "
+        f"{result['run']['date']}, commit {result['machine']['commit']}, load average "
+        f"{result['run']['load_average']}. Variants timed in turn; each figure is a median.\n",
+    ]
+    for section, rows in result["sections"].items():
+        base = rows["default"]["median_s"]
+        lines += [
+            f"## {section.replace('_', ' ')}\n",
+            "| variant | ms | default is faster by | first call s |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {name} | {1e3 * r['median_s']:.2f} | {r['median_s'] / base:.2f}x | {r['first_call_s']} |"
+            for name, r in rows.items()
+        ]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.levers_tinygrad", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", choices=CONFIGS, default="baby", help="baby (nanoGPT's CPU recipe) or reference")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="variants to time")
+    parser.add_argument("--decode-batches", type=int, nargs="*", default=[1, 8], help="decode batch sizes")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5; decode at least 20)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
+    args = parser.parse_args(argv)
+    if "default" not in args.variants:
+        parser.error("--variants must include default: the ratios are taken against it")
+    started, loads = time.perf_counter(), [load_average()]
+
+    def log(message: str) -> None:
+        loads.append(load_average())
+        print(f"[{time.perf_counter() - started:6.0f} s, load {loads[-1]}] {message}", file=sys.stderr, flush=True)
+
+    sections = run(args.config, args.variants, args.decode_batches, args.repeats, log)
+    result = {
+        "config_name": args.config,
+        "config": CONFIGS[args.config][0],
+        "machine": machine(),
+        "versions": package_versions(),
+        "sections": sections,
+        "run": {
+            "command": "python -m benchmarks.levers_tinygrad " + shlex.join(argv if argv is not None else sys.argv[1:]),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "duration_s": round(time.perf_counter() - started, 1),
+            "load_average": {"start": loads[0], "max": max(loads), "end": load_average()},
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"levers-{args.config}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

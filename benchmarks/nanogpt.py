@@ -1,0 +1,220 @@
+"""nanoGPT's CPU "baby GPT" recipe and ours, side by side: `python -m benchmarks.nanogpt --nanogpt DIR`.
+
+nanoGPT's README trains a small character-level model on a CPU (`config/train_shakespeare_char.py`
+with --device=cpu --compile=False --block_size=64 --batch_size=12 --n_layer=4 --n_head=4
+--n_embd=128 --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0). This runs that recipe from a
+nanoGPT checkout (DIR, never copied into this repository) and then our command line with the same
+settings, once per backend, one after another on the same text, and records each run's wall time
+(process start to exit, data preparation and compiling included) and final validation loss.
+
+The text: --text FILE (default: the first --mb MB of the Python standard library's source, which
+our default corpus also reads). nanoGPT's `data/shakespeare_char/prepare.py` imports `requests`
+to download its text; this writes the same files it would (train.bin and val.bin, uint16 character
+ids, the first 90% / last 10%; meta.pkl) instead. Our CLI splits one document the same way.
+
+Equal work: nanoGPT evaluates every 250 steps on 200 batches of each split (train and val); ours
+evaluates the validation split only, so it gets 400 batches (--eval-batches 400) at the same
+interval, and writes checkpoints and a sample at each evaluation, which nanoGPT does not sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import ROOT, load_average, machine, package_versions
+from benchmarks.profile_tinygrad import RESULTS
+
+RECIPE = dict(
+    block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128, max_iters=2000, lr_decay_iters=2000, dropout=0.0
+)
+VAL_LOSS = re.compile(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)")
+
+
+def default_text(mb: float) -> str:
+    import sysconfig
+
+    chunks, size = [], 0
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        chunks.append(path.read_text(encoding="utf-8", errors="replace"))
+        size += len(chunks[-1])
+        if size >= mb * 1e6:
+            break
+    return "".join(chunks)[: int(mb * 1e6)]
+
+
+def prepare_nanogpt(text: str, data_dir: Path) -> None:
+    """nanoGPT's shakespeare_char/prepare.py output for `text`: character ids, 90/10 split, meta.pkl."""
+    chars = sorted(set(text))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    ids = np.array([stoi[c] for c in text], dtype=np.uint16)
+    cut = int(len(ids) * 0.9)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ids[:cut].tofile(data_dir / "train.bin")
+    ids[cut:].tofile(data_dir / "val.bin")
+    meta = {"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}
+    (data_dir / "meta.pkl").write_bytes(pickle.dumps(meta))
+
+
+def timed(command: list[str], cwd: Path, log_file: Path) -> dict:
+    start = time.perf_counter()
+    with log_file.open("w") as out:
+        proc = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, text=True)
+    seconds = time.perf_counter() - start
+    found = VAL_LOSS.findall(log_file.read_text())
+    return {
+        "command": shlex.join(command),
+        "wall_s": round(seconds, 1),
+        "returncode": proc.returncode,
+        "final_step": int(found[-1][0]) if found else None,
+        "val_loss": float(found[-1][1]) if found else None,
+    }
+
+
+def run(nanogpt: Path, text: str, backends: list[str], work: Path, log) -> dict:
+    """Run nanoGPT from a copy of its code in `work` (its checkout stays untouched), then ours."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "input.txt").write_text(text)
+    copy = work / "nanogpt"
+    shutil.copytree(nanogpt / "config", copy / "config")
+    for name in ("train.py", "model.py", "configurator.py"):
+        shutil.copy(nanogpt / name, copy / name)
+    prepare_nanogpt(text, copy / "data" / "bench_char")
+    flags = [f"--{k}={v}" for k, v in RECIPE.items()]
+    nano_cmd = [
+        sys.executable,
+        "train.py",
+        "config/train_shakespeare_char.py",
+        "--dataset=bench_char",
+        "--device=cpu",
+        "--compile=False",
+        f"--out_dir={work / 'nanogpt-out'}",
+        "--always_save_checkpoint=False",
+        *flags,
+    ]
+    results = {}
+    log("nanoGPT")
+    results["nanogpt"] = timed(nano_cmd, copy, work / "nanogpt.log")
+    for backend in backends:
+        ours = [
+            sys.executable,
+            str(ROOT / "train_next_word_prediction.py"),
+            "train",
+            "--backend",
+            backend,
+            "--data",
+            str(work / "input.txt"),
+            "--tokenizer",
+            "char",
+            "--block-size",
+            "64",
+            "--batch-size",
+            "12",
+            "--n-layer",
+            "4",
+            "--n-head",
+            "4",
+            "--n-embd",
+            "128",
+            "--dropout",
+            "0",
+            "--steps",
+            "2000",
+            "--lr",
+            "1e-3",
+            "--min-lr",
+            "1e-4",
+            "--warmup-steps",
+            "100",
+            "--beta2",
+            "0.99",
+            "--eval-every",
+            "250",
+            "--eval-batches",
+            "400",
+            "--no-progress",
+            "--out",
+            str(work / f"ours-{backend}"),
+        ]
+        log(f"ours, {backend}")
+        results[backend] = timed(ours, ROOT, work / f"ours-{backend}.log")
+    return results
+
+
+def markdown(result: dict) -> str:
+    runs, base = result["runs"], result["runs"]["nanogpt"]
+    lines = [
+        "# nanoGPT's CPU baby-GPT recipe and ours, side by side\n",
+        f"`{result['run']['command']}` on {result['machine']['cpu']} ({result['machine']['cpus']} CPUs), "
+        f"{result['run']['date']}, commit {result['machine']['commit']}, nanoGPT {result['nanogpt_commit']}, "
+        f"text {result['text_chars']:,} characters. Load average {result['run']['load_average']}. "
+        "Runs one after another; wall time includes start-up, data preparation and compiling.\n",
+        "| run | wall s | / nanoGPT | val loss | - nanoGPT's |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in runs.items():
+        ratio = r["wall_s"] / base["wall_s"]
+        diff = None if r["val_loss"] is None or base["val_loss"] is None else r["val_loss"] - base["val_loss"]
+        lines.append(
+            f"| {name} | {r['wall_s']} | {ratio:.2f}x | {r['val_loss']} | {'' if diff is None else f'{diff:+.4f}'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.nanogpt", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nanogpt", type=Path, required=True, help="a nanoGPT checkout (with train.py)")
+    parser.add_argument("--text", type=Path, default=None, help="plain-text file (default: standard-library source)")
+    parser.add_argument("--mb", type=float, default=1.1, help="MB of standard-library source without --text")
+    parser.add_argument("--backend", nargs="+", choices=("torch", "tinygrad"), default=["torch", "tinygrad"])
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
+    args = parser.parse_args(argv)
+    if not (args.nanogpt / "train.py").exists():
+        parser.error(f"--nanogpt {args.nanogpt} has no train.py: pass the root of a nanoGPT checkout")
+    if args.text is not None and not args.text.is_file():
+        parser.error(f"--text {args.text} is not a file: pass a plain-text file")
+    text = args.text.read_text(encoding="utf-8", errors="replace") if args.text else default_text(args.mb)
+    started, loads = time.perf_counter(), [load_average()]
+
+    def log(message: str) -> None:
+        loads.append(load_average())
+        print(f"[{time.perf_counter() - started:6.0f} s, load {loads[-1]}] {message}", file=sys.stderr, flush=True)
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.nanogpt, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="nanogpt-bench-") as tmp:
+        runs = run(args.nanogpt, text, args.backend, Path(tmp), log)
+    result = {
+        "runs": runs,
+        "recipe": RECIPE,
+        "text_chars": len(text),
+        "nanogpt_commit": commit.stdout.strip() or None,
+        "machine": machine(),
+        "versions": package_versions(),
+        "run": {
+            "command": "python -m benchmarks.nanogpt " + shlex.join(argv if argv is not None else sys.argv[1:]),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "duration_s": round(time.perf_counter() - started, 1),
+            "load_average": {"start": loads[0], "max": max(loads), "end": load_average()},
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "nanogpt-baby.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "nanogpt-baby.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

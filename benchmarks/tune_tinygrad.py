@@ -1,0 +1,98 @@
+"""Tune tinygrad's kernels for one run's shapes: `python -m benchmarks.tune_tinygrad --seconds 600`.
+
+Builds the model of a configuration (the README's default run, nanoGPT's baby GPT, the reference
+configuration, or any sizes given as flags), runs a training step, an evaluation forward pass and a
+batch-1 decode step until they are compiled, then BEAM-searches their kernels, slowest first,
+within the time budget (backends/tinygrad/tune.py). The results stay in tinygrad's disk cache:
+every later training or generation run with these shapes compiles with them at no search cost, and
+says so in one line. Running it again continues where the budget stopped. Writes tune-<config>.json
+to benchmarks/results/ (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.profile_tinygrad import CONFIGS, RESULTS
+from core.model.config import GPTConfig, TrainConfig
+
+# The README's default run (train_next_word_prediction.py RUN_PRESETS["default"], its BPE vocabulary and batch).
+SHAPES = {**CONFIGS, "default": (dict(vocab_size=8192, block_size=64, n_layer=2, n_head=4, n_embd=64), 16)}
+SIZE_FLAGS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+
+
+def steps_of(config: GPTConfig, batch: int):
+    """The warm training, evaluation and decode steps of a fresh model of `config`."""
+    from backends import get_backend
+    from core.model.params import init_params
+
+    model = get_backend("tinygrad").build(config, init_params(config, seed=0), TrainConfig(batch_size=batch))
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, config.vocab_size, (batch, config.block_size + 1))
+    prompt = rng.integers(0, config.vocab_size, (1, max(1, config.block_size // 8)))
+
+    def decode():
+        if model.cache is None or model.cache.pos >= config.block_size:
+            model.prefill(prompt)
+        model.decode(prompt[:, -1:])
+
+    steps = [lambda: model.train_step(data[:, :-1], data[:, 1:], 1e-4), lambda: model.logits(data[:, :-1]), decode]
+    for step in steps:
+        for _ in range(3):  # compile, capture, replay
+            step()
+    return steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.tune_tinygrad", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", choices=SHAPES, default="default", help="shapes to tune (default: the default run)")
+    for name in SIZE_FLAGS:
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"override the config's {name}")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the config's training batch")
+    parser.add_argument("--seconds", type=float, default=600, help="search budget (default 600)")
+    parser.add_argument("--beam", type=int, default=2, help="BEAM width (default 2)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
+    args = parser.parse_args(argv)
+    if args.seconds <= 0 or args.beam < 1:
+        parser.error("--seconds must be positive and --beam at least 1")
+    fields, batch = SHAPES[args.config]
+    fields = {**fields, **{n: getattr(args, n) for n in SIZE_FLAGS if getattr(args, n) is not None}}
+    try:
+        config = GPTConfig(**fields)
+    except ValueError as e:
+        parser.error(str(e))
+    batch = args.batch_size or batch
+    started = time.perf_counter()
+    print(f"tuning tinygrad kernels for {fields}, batch {batch}, for {args.seconds:.0f} s", file=sys.stderr)
+    from backends.tinygrad import tune
+
+    found = tune.tune(steps_of(config, batch), args.seconds, args.beam, log=lambda m: print(m, file=sys.stderr))
+    result = {
+        "config": fields,
+        "batch_size": batch,
+        "beam": args.beam,
+        "budget_s": args.seconds,
+        **found,
+        "command": "python -m benchmarks.tune_tinygrad " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "duration_s": round(time.perf_counter() - started, 1),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"tune-{args.config}.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(
+        f"searched {found['searched']} of {found['kernels']} kernels in {found['seconds']} s; tuned kernels now take "
+        f"{100 * found['time_share_tuned']:.0f}% of these steps' kernel time (measured before tuning)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
