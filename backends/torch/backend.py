@@ -165,7 +165,7 @@ class TorchModel:
         check_causal(self.config)
         self.net.eval()
         tokens = self._tokens(tokens)
-        self.cache = KVCache(self.config, tokens.shape[0], self.device, self.net.wpe.weight.dtype)
+        self.cache = KVCache(self.config, tokens.shape[0], self.device, self.net.ln_f.weight.dtype)
         logits = self.net(tokens, self.cache, start=0)[:, -1]
         self.cache.pos = tokens.shape[1]
         return logits.float().cpu().numpy()
