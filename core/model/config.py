@@ -124,10 +124,9 @@ PRESETS: dict[str, dict] = {
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
     # "tiny" with Llama's architecture and two query heads per key/value head
     "llama-tiny": dict(n_layer=4, n_head=4, n_kv_head=2, n_embd=256, block_size=256, **LLAMA),
-    # the shape of HuggingFaceTB/SmolLM-135M (its config.json): 30 layers, GQA 9/3, tied embeddings
-    "smollm-135m": dict(
-        n_layer=30, n_head=9, n_kv_head=3, n_embd=576, n_inner=1536, block_size=2048, vocab_size=49152, **LLAMA
-    ),
+    # the shape of HuggingFaceTB/SmolLM-135M (its config.json): 30 layers, GQA 9/3, tied embeddings, and
+    # Llama's rounding gives its intermediate_size of 1536
+    "smollm-135m": dict(n_layer=30, n_head=9, n_kv_head=3, n_embd=576, block_size=2048, vocab_size=49152, **LLAMA),
 }
 
 
