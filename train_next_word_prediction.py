@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--top-k", type=int, default=5, help="fillers to show per mask")
     add_analysis_commands(sub)
     add_convert_commands(sub)
+    add_compare_command(sub)
     for command in sub.choices.values():
         command.add_argument("--config", default=None, metavar="TOML",
                              help="a TOML file of settings named as the flags (e.g. configs/baby-gpt.toml, or a run's "
@@ -186,6 +187,22 @@ def add_convert_commands(sub) -> None:
     q.add_argument(
         "--float-embeddings", action="store_true", help="keep wte (and lm_head) float32; quantize Linear weights only"
     )
+
+
+def add_compare_command(sub) -> None:
+    """compare: several architectures trained on the same data, tokens and seed; one table and one plot."""
+    c = sub.add_parser("compare", help="train several architectures on the same data and seed: a table and a plot")
+    add_backend_flags(c)
+    c.add_argument("--models", default=None, metavar="TOML", help="a TOML file with one [name] table of model "
+                   "fields per model (default: GPT-2 vs RoPE+RMSNorm+SwiGLU, with and without GQA)")
+    c.add_argument("--model", action="append", default=None, metavar="NAME:FIELD=VALUE,...",
+                   help="a model to compare (repeatable), e.g. llama:position=rope,norm=rmsnorm,mlp=swiglu")
+    c.add_argument("--data", default=None, help="as train's --data (default: the Python standard library)")
+    c.add_argument("--max-data-mb", type=float, default=None, help="use at most this many MB of the corpus")
+    c.add_argument("--tokenizer", choices=["bpe", "char"], default="bpe", help="byte-level BPE or characters")
+    c.add_argument("--out", required=True, help="folder for compare.md, compare.json, compare.png and the runs")
+    add_dataclass_flags(c, GPTConfig)  # the base every model starts from; --vocab-size sizes the tokenizer
+    add_dataclass_flags(c, TrainConfig)
 
 
 def add_analysis_commands(sub) -> None:
@@ -448,6 +465,22 @@ def run_codecheck(a: argparse.Namespace) -> int:
                               batch_size=a.batch_size, json_path=a.json_path, show=a.show)
 
 
+def run_compare(a: argparse.Namespace) -> int:
+    from core.data.dataset import DataSettings
+    from core.train import compare
+
+    models = compare.read_models(a.models) if a.models else {}
+    models.update(compare.parse_model(spec) for spec in a.model or [])
+    base = {k: v for k, v in {**compare.DEFAULT_BASE, **given(a, GPTConfig)}.items() if k != "vocab_size"}
+    train_config = TrainConfig(**{**DEFAULT_TRAIN, **given(a, TrainConfig)})
+    settings = DataSettings(data=a.data, tokenizer=a.tokenizer, vocab_size=a.vocab_size or 8192,
+                            max_data_mb=a.max_data_mb)  # fmt: skip
+    out = Path(a.out)
+    compare.compare(make_backend(a), models or compare.DEFAULT_MODELS, train_config, settings, out, base)
+    print(f"wrote {out / 'compare.md'}, {out / 'compare.json'} and {out / 'compare.png'}")
+    return 0
+
+
 # The one dispatch table: subcommand -> what runs it. `train` is also what runs when no command is given.
 DISPATCH = {
     "train": run_train,
@@ -463,6 +496,7 @@ DISPATCH = {
     "export-hf": run_export_hf,
     "import-hf": run_import_hf,
     "quantize": run_quantize,
+    "compare": run_compare,
 }
 
 
