@@ -476,7 +476,7 @@ def run_compare(a: argparse.Namespace) -> int:
     settings = DataSettings(data=a.data, tokenizer=a.tokenizer, vocab_size=a.vocab_size or 8192,
                             max_data_mb=a.max_data_mb)  # fmt: skip
     out = Path(a.out)
-    compare.compare(make_backend(a), models or compare.DEFAULT_MODELS, train_config, settings, out, base)
+    compare.compare(make_backend(a), models or compare.default_models(base), train_config, settings, out, base)
     print(f"wrote {out / 'compare.md'}, {out / 'compare.json'} and {out / 'compare.png'}")
     return 0
 

@@ -27,16 +27,24 @@ from core.plots.training_curve import plt, read_metrics
 from core.train.loop import train
 
 # The comparison run when no models are named: GPT-2's architecture against Llama's at (nearly) equal
-# parameter count. SwiGLU has three matrices where GELU has two, so its hidden width is 8/3 * n_embd
-# (341 at 128) rather than 4 * n_embd; grouped-query attention's smaller k/v projections are given back
-# to the MLP (n_inner 384).
+# parameter count (`default_models`). Small, so that three models train in minutes on a laptop CPU.
 LLAMA = dict(position="rope", norm="rmsnorm", mlp="swiglu", bias=False)
-DEFAULT_BASE = dict(n_layer=4, n_head=4, n_embd=128, block_size=64)
-DEFAULT_MODELS: dict[str, dict] = {
-    "gpt2": {},
-    "rope-rmsnorm-swiglu": dict(**LLAMA, n_inner=341),
-    "rope-rmsnorm-swiglu-gqa2": dict(**LLAMA, n_kv_head=2, n_inner=384),
-}
+DEFAULT_BASE = dict(n_layer=3, n_head=4, n_embd=96, block_size=64)
+
+
+def default_models(base: dict) -> dict[str, dict]:
+    """GPT-2, RoPE+RMSNorm+SwiGLU, and the same with two key/value heads, at GPT-2's parameter count.
+
+    SwiGLU has three matrices where GELU has two, so its hidden width is 8/3 * n_embd rather than
+    4 * n_embd; grouped-query attention's smaller key/value projections are given back to the MLP."""
+    C, H = base["n_embd"], base["n_head"]
+    hidden = round(8 * C / 3)
+    saved = 2 * C * (C - 2 * C // H)  # c_attn columns of the keys and values of H - 2 heads
+    return {
+        "gpt2": {},
+        "rope-rmsnorm-swiglu": dict(**LLAMA, n_inner=hidden),
+        "rope-rmsnorm-swiglu-gqa2": dict(**LLAMA, n_kv_head=2, n_inner=hidden + round(saved / (3 * C))),
+    }
 
 
 @dataclass
@@ -124,6 +132,8 @@ def compare(
 
         result = train(backend, config, train_config, data, out / name, sample=stamp, log=lambda _: None,
                        progress=False)  # fmt: skip
+        if result.stopped == "interrupted":  # Ctrl-C stops the comparison, not just this model's run
+            raise KeyboardInterrupt
         curve = [
             {"tokens": r["step"] * tokens_per_step, "seconds": round(stamps.get(r["step"], math.nan), 2),
              "val_loss": r["val_loss"]}
