@@ -7,6 +7,7 @@ Variants of one training step (and of one cached decode step), timed in turn (be
 - no threads: kernel thread parts run in turn, as tinygrad 0.14 runs them (threads.py off);
 - no replay: captured steps go through TinyJit's own replay (replay.py off);
 - no weight-gradient layout: weight gradients summed over position-major memory (model.WGRAD off);
+- no tuned kernels: kernels compiled without the BEAM results `tune` left in the disk cache (tune.py);
 - tinygrad as shipped: all of the above off and GPT_TINYGRAD_FAST's older levers too.
 
 A lever that acts when a step is traced (layout, FAST) gets its own model, built and traced with it
@@ -35,24 +36,25 @@ VARIANTS = {  # name -> the settings it runs under (everything else on)
     "no threads": {"threads": False},
     "no replay": {"replay": False},
     "no weight-gradient layout": {"wgrad": False},
-    "tinygrad as shipped": {"threads": False, "replay": False, "wgrad": False, "fast": False},
+    "no tuned kernels": {"tuned": False},
+    "tinygrad as shipped": {"threads": False, "replay": False, "wgrad": False, "fast": False, "tuned": False},
 }
 
 
 @contextmanager
-def settings(threads: bool = True, replay: bool = True, wgrad: bool = True, fast: bool = True):
-    from backends.tinygrad import model
+def settings(threads: bool = True, replay: bool = True, wgrad: bool = True, fast: bool = True, tuned: bool = True):
+    from backends.tinygrad import model, tune
     from backends.tinygrad import replay as replay_module
     from backends.tinygrad import threads as threads_module
 
-    saved = threads_module.enabled(), replay_module.ENABLED, model.WGRAD, model.FAST
+    saved = threads_module.enabled(), replay_module.ENABLED, model.WGRAD, model.FAST, tune.ENABLED
     threads_module.enable(threads)
-    replay_module.ENABLED, model.WGRAD, model.FAST = replay, wgrad, fast
+    replay_module.ENABLED, model.WGRAD, model.FAST, tune.ENABLED = replay, wgrad, fast, tuned
     try:
         yield
     finally:
         threads_module.enable(saved[0])
-        replay_module.ENABLED, model.WGRAD, model.FAST = saved[1:]
+        replay_module.ENABLED, model.WGRAD, model.FAST, tune.ENABLED = saved[1:]
 
 
 def run(config_name: str, names: list[str], decode_batches: list[int], repeats: int, log) -> dict:
