@@ -225,3 +225,40 @@ class MemoryMeter:
         else:
             self.rss.__exit__(*exc)
             self.figures = self.rss.as_dict()
+
+
+class Progress:
+    """Timestamped progress lines on stderr (with the load average), and the `run` record of a results
+    file: its command, date, duration and the load seen while it ran."""
+
+    def __init__(self):
+        self.started, self.loads = time.perf_counter(), [load_average()]
+
+    def __call__(self, message: str) -> None:
+        self.loads.append(load_average())
+        print(
+            f"[{time.perf_counter() - self.started:6.0f} s, load {self.loads[-1]}] {message}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def record(self, prog: str, argv: list[str] | None) -> dict:
+        from datetime import UTC, datetime
+        from shlex import join
+
+        return {
+            "command": f"python -m {prog} " + join(argv if argv is not None else sys.argv[1:]),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "duration_s": round(time.perf_counter() - self.started, 1),
+            "load_average": {"start": self.loads[0], "max": max(self.loads), "end": load_average()},
+        }
+
+
+def write_results(stem: Path, result: dict, markdown: str) -> None:
+    """<stem>.json and <stem>.md, and the markdown on stdout."""
+    import json
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(markdown)
+    print(markdown)

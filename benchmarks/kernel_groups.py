@@ -11,11 +11,13 @@ elementwise work (a bias, an activation), so FLOPs are matched within a factor o
 
 The two passes are told apart by order: kernels run forward first, and the first output-head
 gradient marks the start of the backward pass. A (C, C) projection's forward pass and its input
-gradient have the same signature, so this order is what separates them.
+gradient have the same signature, so this order is what separates them. Where several layers'
+FLOPs match, the closest is taken.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from core.model.config import GPTConfig
@@ -68,16 +70,17 @@ def classify(kernels: list[Kernel], config: GPTConfig, batch: int, seq: int, key
     N, V, C, nh = batch * seq, config.vocab_size, config.n_embd, config.n_head
     params = _parameter_numels(config)
     half, scores = seq // 2, batch * nh * seq * keys
-    attention_numels = {
-        scores,
-        batch * nh * half * half,
-        batch * nh * (seq - half) * keys,
-        batch * nh * config.block_size * config.head_size,
-    }  # scores, split scores, KV cache
+    attention_numels = {scores, batch * nh * half * half, batch * nh * (seq - half) * keys}  # scores, split scores
+    if seq != keys:  # a decode step reads the KV cache (in training that size is N x C, every activation's)
+        attention_numels.add(batch * nh * config.block_size * config.head_size)
     groups, backward = [], False
     for k in kernels:
         group = None
-        for name, (n_in, n_out) in _matmuls(config).items():
+        # Closest FLOP count first: with the factor-2 tolerance, small layers can match more than one.
+        by_closeness = sorted(
+            _matmuls(config).items(), key=lambda kv: abs(math.log(max(k.flops, 1) / (2 * N * kv[1][0] * kv[1][1])))
+        )
+        for name, (n_in, n_out) in by_closeness:
             if not _near(k.flops, 2 * N * n_in * n_out):
                 continue
             head = name == "head"

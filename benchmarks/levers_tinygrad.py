@@ -17,17 +17,12 @@ off; threads act per call. Writes levers-<config>.json and .md to benchmarks/res
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
-import time
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import interleave, load_average, machine, package_versions
+from benchmarks.common import Progress, interleave, machine, package_versions, write_results
 from benchmarks.profile_tinygrad import CONFIGS, RESULTS
 from core.model.config import GPTConfig, TrainConfig
 
@@ -127,7 +122,12 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.levers_tinygrad", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", choices=CONFIGS, default="baby", help="baby (nanoGPT's CPU recipe) or reference")
+    parser.add_argument(
+        "--config",
+        choices=CONFIGS,
+        default="baby",
+        help="baby (nanoGPT's CPU recipe), default (the README's first run) or reference",
+    )
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="variants to time")
     parser.add_argument("--decode-batches", type=int, nargs="*", default=[1, 8], help="decode batch sizes")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5; decode at least 20)")
@@ -135,11 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if "default" not in args.variants:
         parser.error("--variants must include default: the ratios are taken against it")
-    started, loads = time.perf_counter(), [load_average()]
-
-    def log(message: str) -> None:
-        loads.append(load_average())
-        print(f"[{time.perf_counter() - started:6.0f} s, load {loads[-1]}] {message}", file=sys.stderr, flush=True)
+    log = Progress()
 
     sections = run(args.config, args.variants, args.decode_batches, args.repeats, log)
     result = {
@@ -148,18 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "versions": package_versions(),
         "sections": sections,
-        "run": {
-            "command": "python -m benchmarks.levers_tinygrad " + shlex.join(argv if argv is not None else sys.argv[1:]),
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "duration_s": round(time.perf_counter() - started, 1),
-            "load_average": {"start": loads[0], "max": max(loads), "end": load_average()},
-        },
+        "run": log.record("benchmarks.levers_tinygrad", argv),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"levers-{args.config}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out / f"levers-{args.config}", result, markdown(result))
     return 0
 
 

@@ -20,7 +20,6 @@ interval, and writes checkpoints and a sample at each evaluation, which nanoGPT 
 from __future__ import annotations
 
 import argparse
-import json
 import pickle
 import re
 import shlex
@@ -29,12 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import ROOT, load_average, machine, package_versions
+from benchmarks.common import ROOT, Progress, machine, package_versions, write_results
 from benchmarks.profile_tinygrad import RESULTS
 
 RECIPE = dict(
@@ -186,11 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.text is not None and not args.text.is_file():
         parser.error(f"--text {args.text} is not a file: pass a plain-text file")
     text = args.text.read_text(encoding="utf-8", errors="replace") if args.text else default_text(args.mb)
-    started, loads = time.perf_counter(), [load_average()]
-
-    def log(message: str) -> None:
-        loads.append(load_average())
-        print(f"[{time.perf_counter() - started:6.0f} s, load {loads[-1]}] {message}", file=sys.stderr, flush=True)
+    log = Progress()
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.nanogpt, capture_output=True, text=True)
     with tempfile.TemporaryDirectory(prefix="nanogpt-bench-") as tmp:
@@ -202,17 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         "nanogpt_commit": commit.stdout.strip() or None,
         "machine": machine(),
         "versions": package_versions(),
-        "run": {
-            "command": "python -m benchmarks.nanogpt " + shlex.join(argv if argv is not None else sys.argv[1:]),
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "duration_s": round(time.perf_counter() - started, 1),
-            "load_average": {"start": loads[0], "max": max(loads), "end": load_average()},
-        },
+        "run": log.record("benchmarks.nanogpt", argv),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "nanogpt-baby.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "nanogpt-baby.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out / "nanogpt-baby", result, markdown(result))
     return 0
 
 

@@ -13,26 +13,23 @@ Writes profile-<config>.json and .md to benchmarks/results/ (or --out).
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import shlex
 import statistics
-import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from backends.tinygrad.kernel_timer import kernel_timer
-from benchmarks.common import load_average, machine, package_versions
+from benchmarks.common import Progress, machine, package_versions, write_results
 from benchmarks.kernel_groups import Kernel, classify, summarize
 from core.model.config import GPTConfig, TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# nanoGPT's CPU "baby GPT" (character level) and the reference configuration.
+# nanoGPT's CPU "baby GPT" (character level), the README's default run and the reference configuration.
 CONFIGS = {
     "baby": (dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128), 12),
+    "default": (dict(vocab_size=8192, block_size=64, n_layer=2, n_head=4, n_embd=64), 16),  # the README's first run
     "reference": (dict(vocab_size=8192, block_size=256, n_layer=4, n_head=4, n_embd=256), 16),
 }
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -172,11 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1 or any(b < 1 for b in args.decode_batches):
         parser.error("--repeats and --decode-batches take positive integers")
-    started, loads = time.perf_counter(), [load_average()]
-
-    def log(message: str) -> None:
-        loads.append(load_average())
-        print(f"[{time.perf_counter() - started:6.0f} s, load {loads[-1]}] {message}", file=sys.stderr, flush=True)
+    log = Progress()
 
     sections = run(args.config, args.decode_batches, args.repeats, log)
     from tinygrad.helpers import BEAM, NUM_CPU_THREADS
@@ -195,19 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             "BEAM": BEAM.value,
         },
         "sections": sections,
-        "run": {
-            "command": "python -m benchmarks.profile_tinygrad "
-            + shlex.join(argv if argv is not None else sys.argv[1:]),
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "duration_s": round(time.perf_counter() - started, 1),
-            "load_average": {"start": loads[0], "max": max(loads), "end": load_average()},
-        },
+        "run": log.record("benchmarks.profile_tinygrad", argv),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"profile-{args.config}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out / f"profile-{args.config}", result, markdown(result))
     return 0
 
 

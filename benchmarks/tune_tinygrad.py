@@ -24,8 +24,7 @@ import numpy as np
 from benchmarks.profile_tinygrad import CONFIGS, RESULTS
 from core.model.config import GPTConfig, TrainConfig
 
-# The README's default run (train_next_word_prediction.py RUN_PRESETS["default"], its BPE vocabulary and batch).
-SHAPES = {**CONFIGS, "default": (dict(vocab_size=8192, block_size=64, n_layer=2, n_head=4, n_embd=64), 16)}
+SHAPES = CONFIGS  # "default" is the README's first run (RUN_PRESETS["default"], its BPE vocabulary and batch)
 SIZE_FLAGS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
 
 

@@ -2,14 +2,17 @@
 
 This is where arrays cross between the core and tinygrad, and where the optimizer lives: AdamW with
 two parameter groups (decay on 2-D weights only), clipping by global gradient norm, and gradient
-accumulation — the same semantics as `backends/torch/backend.py`. The training step and the decode
-step each run under `TinyJit`, so after two calls they replay captured kernels (set `JIT=0` to turn
-that off). Python numbers that change between calls (learning rate, position) therefore enter as a
-realized Tensor or a bound symbolic Variable, never as constants frozen at capture.
+accumulation — the same semantics as `backends/torch/backend.py`. The training step, the forward
+pass of `logits`, prefill and the decode step each run under `TinyJit` (through `replay.Replay`, which
+on a CPU replays the captured kernels as plain C calls), so after two calls they replay captured
+kernels (set `JIT=0` to turn that off); their inputs are written into the same buffers every call.
+Python numbers that change between calls (learning rate, position) therefore enter as a realized
+Tensor or a bound symbolic Variable, never as constants frozen at capture.
 """
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import version
 
 import numpy as np
@@ -214,7 +217,7 @@ class TinygradModel:
         """Say once per kind of step, after its first call compiled its kernels, whether tuned ones were found."""
         if FAST and kind not in self._announced:
             self._announced.add(kind)
-            print(f"{tune.summary()} ({kind})", flush=True)
+            print(f"{tune.summary()} ({kind})", file=sys.stderr, flush=True)  # stdout may be generated text
 
     def _batch_inputs(self, tokens: np.ndarray, targets: np.ndarray) -> tuple[Tensor, Tensor]:
         """The step's tokens and targets on the device. On one device they are written into the same two
