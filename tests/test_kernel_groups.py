@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.kernel_groups import Kernel, classify, summarize
-from core.config import GPTConfig
+from core.model.config import GPTConfig
 
 CONFIG = GPTConfig(vocab_size=100, block_size=8, n_layer=1, n_head=2, n_embd=32)  # scores B*nh*T*T != N*C
 B, T, C, V = 3, 8, 32, 100
