@@ -1,10 +1,12 @@
-"""The peer: Hugging Face `transformers` `GPT2LMHeadModel` with our configuration and our weights.
+"""The peer: Hugging Face `transformers` `GPT2LMHeadModel` (or `LlamaForCausalLM`, for a configuration of
+Llama options such as `--config llama-tiny`) with our configuration and our weights.
 
 It is what a plain eager PyTorch GPT-2 looks like in practice, timed exactly as our models are:
 a training step (forward, cross-entropy on the same targets, backward, clipping to 1.0, AdamW with
 decay on 2-D weights only, `torch.optim.AdamW` at its defaults otherwise) and greedy `generate`
 with its own KV cache (`use_cache=True`), for the same prompts and number of new tokens. Our
-weights are mapped with `core.convert.huggingface.to_hf_gpt2`, so its greedy tokens can be compared with ours.
+weights are mapped with `core.convert.huggingface.to_hf_gpt2` (`core.convert.llama.to_hf_llama`), so its
+greedy tokens can be compared with ours.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import time
 import numpy as np
 
 from benchmarks.common import torch_sync
-from core.convert.huggingface import to_hf_gpt2
+from core.convert.huggingface import hf_class, to_hf_gpt2
+from core.convert.llama import to_hf_llama
 from core.model.config import GPTConfig, TrainConfig
 from core.model.params import decays
 
@@ -42,15 +45,21 @@ class _FirstToken:
 class HFPeer:
     def __init__(self, config: GPTConfig, params: dict[str, np.ndarray], device: str, train: TrainConfig):
         import torch
-        from transformers import GPT2Config, GPT2LMHeadModel
+        from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
         from transformers.utils import logging
 
         logging.set_verbosity_error()  # no notes about generation defaults on every call
         self.torch, self.device, self.train = torch, torch.device(device), train
-        state, hf_config = to_hf_gpt2(config, params)
-        hf_config.update(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # our models train without dropout too
-        self.model = GPT2LMHeadModel(GPT2Config(**hf_config)).to(self.device)
-        self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        if hf_class(config) == "LlamaForCausalLM":
+            state, hf_config = to_hf_llama(config, params)
+            self.model = LlamaForCausalLM(LlamaConfig(**hf_config)).to(self.device)
+        else:
+            state, hf_config = to_hf_gpt2(config, params)
+            hf_config.update(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # our models train without dropout too
+            self.model = GPT2LMHeadModel(GPT2Config(**hf_config)).to(self.device)
+        weights = {k: torch.from_numpy(v) for k, v in state.items()}
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)  # tied: lm_head is wte
         named = dict(self.model.named_parameters())
         groups = [
             {"params": [p for n, p in named.items() if decays(n, p.shape)], "weight_decay": train.weight_decay},

@@ -26,7 +26,7 @@ def flops_per_token(config: GPTConfig) -> int:
     """nanoGPT's `estimate_mfu`: 6N + 12 L C T, N without the position embeddings."""
     from core.model.params import count_params
 
-    n = count_params(config) - config.block_size * config.n_embd
+    n = count_params(config) - (config.block_size * config.n_embd if config.position == "learned" else 0)
     return 6 * n + 12 * config.n_layer * config.n_embd * config.block_size
 
 

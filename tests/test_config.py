@@ -21,13 +21,20 @@ def assert_names_value(error: pytest.ExceptionInfo, name: str, value: object) ->
 
 
 def closed_form_count(config: GPTConfig) -> int:
-    """GPT-2's parameter count written out by hand, independently of core.model.params."""
-    C, V, L = config.n_embd, config.vocab_size, config.n_layer
-    per_layer = C * 3 * C + C * C + C * 4 * C + 4 * C * C  # c_attn, attn.c_proj, c_fc, mlp.c_proj
+    """The parameter count written out by hand, independently of core.model.params (GPT-2, and the
+    Llama-family options: GQA keys/values, a SwiGLU MLP's third matrix, RMSNorm without bias, no wpe)."""
+    C, V, L, F = config.n_embd, config.vocab_size, config.n_layer, config.mlp_hidden
+    kv = config.kv_heads * config.head_size
+    mlp_in = 2 * F if config.mlp == "swiglu" else F  # SwiGLU's gate and up side by side
+    per_layer = C * (C + 2 * kv) + C * C + C * mlp_in + F * C  # c_attn, attn.c_proj, c_fc, mlp.c_proj
     per_layer += 2 * C  # ln_1 and ln_2 gains
+    norm_bias = config.bias and config.norm == "layernorm"
     if config.bias:
-        per_layer += 3 * C + C + 4 * C + C + 2 * C  # the four Linear biases and two LayerNorm biases
-    total = V * C + config.block_size * C + L * per_layer + C * (2 if config.bias else 1)  # ..., ln_f
+        per_layer += (C + 2 * kv) + C + mlp_in + C  # the four Linear biases
+    if norm_bias:
+        per_layer += 2 * C  # the two LayerNorm biases
+    wpe = config.block_size * C if config.position == "learned" else 0
+    total = V * C + wpe + L * per_layer + C * (2 if norm_bias else 1)  # ..., ln_f
     return total + (0 if config.tie_embeddings else V * C)
 
 
@@ -169,7 +176,7 @@ def test_every_field_has_help_text():
 
 
 def test_preset_names():
-    assert set(PRESETS) == {"demo", "tiny", "small", "medium", "gpt2"}
+    assert set(PRESETS) == {"demo", "tiny", "small", "medium", "gpt2", "llama-tiny", "smollm-135m"}
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

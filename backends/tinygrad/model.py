@@ -68,6 +68,23 @@ def stored(x: Tensor, gradient: bool = False) -> Tensor:
     return x.contiguous().contiguous_backward() if gradient else x.contiguous()
 
 
+def rope(x: Tensor, positions: Tensor, theta: float) -> Tensor:
+    """Rotary position embedding of x (B, nh, T, hs) at `positions` (T,): pairs (i, i + hs/2) turned by
+    position * theta**(-2i/hs), Hugging Face Llama's layout (core.model.reference.rope). The angles are
+    computed from constants in the graph, so a symbolic start position still serves one jitted decode step."""
+    D = x.shape[-1]
+    inverse_frequency = (Tensor.arange(0, D, 2) * (-math.log(theta) / D)).exp()  # (hs/2,)
+    angle = positions.float().unsqueeze(-1) * inverse_frequency.unsqueeze(0)  # (T, hs/2)
+    cos, sin = angle.cos().cast(x.dtype), angle.sin().cast(x.dtype)
+    first, second = x[..., : D // 2], x[..., D // 2 :]
+    return (first * cos - second * sin).cat(second * cos + first * sin, dim=-1)
+
+
+def repeat_kv(x: Tensor, n_head: int) -> Tensor:
+    """Keys or values (B, n_kv_head, S, hs) -> (B, n_head, S, hs): kv head j serves query heads j*g .. j*g+g-1."""
+    return x.repeat_interleave(n_head // x.shape[1], dim=1) if x.shape[1] != n_head else x
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, dropout: float = 0.0) -> Tensor:
     """softmax(q @ k.T / sqrt(head_size)) @ v for queries (B, nh, T, hs) over keys and values (B, nh, S, hs).
 
@@ -116,13 +133,19 @@ class Linear:
 
 
 class LayerNorm:
-    def __init__(self, n: int, bias: bool, eps: float, device: str):
-        self.weight = Tensor.empty(n, device=device)
-        self.bias = Tensor.empty(n, device=device) if bias else None
-        self.eps = eps
+    """LayerNorm, or RMSNorm (`rms`: no mean subtracted, never a bias), as config.norm says."""
+
+    def __init__(self, config: GPTConfig, device: str):
+        self.rms = config.norm == "rmsnorm"
+        self.weight = Tensor.empty(config.n_embd, device=device)
+        self.bias = Tensor.empty(config.n_embd, device=device) if config.bias and not self.rms else None
+        self.eps = config.layer_norm_eps
 
     def __call__(self, x: Tensor) -> Tensor:
-        y = x.layernorm(eps=self.eps) * self.weight
+        if self.rms:
+            y = x * (x.square().mean(-1, keepdim=True) + self.eps).rsqrt() * self.weight
+        else:
+            y = x.layernorm(eps=self.eps) * self.weight
         return stored(y + self.bias if self.bias is not None else y)
 
 
@@ -178,13 +201,13 @@ def quantize_(module: Linear | Embedding, scale_size: int) -> None:
 class KVCache:
     """Keys and values of every position seen so far, preallocated for the whole block.
 
-    k and v are (B, n_head, block_size, head_size) per layer, realized once and written in place
+    k and v are (B, n_kv_head, block_size, head_size) per layer (keys after RoPE), realized once and written in place
     with `assign`, so a decode step allocates nothing and keeps the same shapes at every position
     (which is what lets one `TinyJit` capture serve them all).
     """
 
     def __init__(self, config: GPTConfig, batch_size: int, device: str, dtype=dtypes.float32):
-        shape = (batch_size, config.n_head, config.block_size, config.head_size)
+        shape = (batch_size, config.kv_heads, config.block_size, config.head_size)
         self.k = [
             Tensor.zeros(*shape, device=device, dtype=dtype).contiguous().realize() for _ in range(config.n_layer)
         ]
@@ -196,17 +219,30 @@ class KVCache:
 
 class CausalSelfAttention:
     def __init__(self, config: GPTConfig, device: str):
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, config.bias, device)
+        self.kv_size = config.kv_heads * config.head_size  # width of the keys, and of the values
+        self.c_attn = Linear(config.n_embd, config.n_embd + 2 * self.kv_size, config.bias, device)
         self.c_proj = Linear(config.n_embd, config.n_embd, config.bias, device)
-        self.n_head, self.dropout, self.causal = config.n_head, config.dropout, config.causal
+        self.n_head, self.n_kv_head = config.n_head, config.kv_heads
+        self.dropout, self.causal = config.dropout, config.causal
+        self.rope_theta = config.rope_theta if config.position == "rope" else None
+
+    def heads(self, x: Tensor, start: int | UOp = 0) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries (B, n_head, T, hs), keys and values (B, n_kv_head, T, hs) of x (B, T, C) at positions start..."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split([C, self.kv_size, self.kv_size], dim=2)  # (B, T, C), 2 x (B, T, kv_size)
+        # (B, T, heads * hs) -> (B, heads, T, hs)
+        q = q.reshape(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k, v = (a.reshape(B, T, self.n_kv_head, C // self.n_head).transpose(1, 2) for a in (k, v))
+        if self.rope_theta is not None:
+            positions = Tensor.arange(T) + start
+            q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)
+        return q, k, v
 
     def __call__(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, start: int | UOp = 0) -> Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-        # (B, T, C) -> (B, n_head, T, head_size)
-        q, k, v = (a.reshape(B, T, self.n_head, C // self.n_head).transpose(1, 2) for a in (q, k, v))
+        q, k, v = self.heads(x, start)
         if cache is None:  # a full forward pass: each query sees the keys up to itself (all if not causal)
-            y = attention(q, k, v, self.causal, self.dropout)
+            y = attention(q, repeat_kv(k, self.n_head), repeat_kv(v, self.n_head), self.causal, self.dropout)
         else:  # write this step's keys and values at their positions, attend over everything so far
             end = start + T
             cache.k[layer][:, :, start:end].assign(k)
@@ -214,16 +250,16 @@ class CausalSelfAttention:
             k, v = cache.k[layer][:, :, 0:end], cache.v[layer][:, :, 0:end]
             # A single new query may see every cached key; a prompt of T > 1 starting at 0 needs the
             # causal mask (tinygrad aligns is_causal top-left, which is right only from position 0).
-            y = attention(q, k, v, causal=T > 1)
+            y = attention(q, repeat_kv(k, self.n_head), repeat_kv(v, self.n_head), causal=T > 1)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, n_head, T, head_size) -> (B, T, C)
         return self.c_proj(y).dropout(self.dropout)
 
     def weights(self, x: Tensor) -> Tensor:
         """Attention probabilities (B, n_head, T, T), computed explicitly (for analysis)."""
-        B, T, C = x.shape
-        q, k, _ = self.c_attn(x).split(C, dim=2)
-        q, k = (a.reshape(B, T, self.n_head, C // self.n_head).transpose(1, 2) for a in (q, k))
-        scores = q @ k.transpose(-2, -1) / math.sqrt(C // self.n_head)  # (B, n_head, T, T)
+        T = x.shape[1]
+        q, k, _ = self.heads(x)
+        k = repeat_kv(k, self.n_head)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, n_head, T, T)
         if self.causal:
             future = Tensor.ones(T, T, dtype=dtypes.bool, device=x.device).triu(1)
             scores = future.where(float("-inf"), scores)
@@ -232,12 +268,18 @@ class CausalSelfAttention:
 
 class MLP:
     def __init__(self, config: GPTConfig, device: str):
-        self.c_fc = Linear(config.n_embd, config.mlp_hidden, config.bias, device)
+        self.swiglu = config.mlp == "swiglu"
+        width = 2 * config.mlp_hidden if self.swiglu else config.mlp_hidden  # swiglu: gate and up side by side
+        self.c_fc = Linear(config.n_embd, width, config.bias, device)
         self.c_proj = Linear(config.mlp_hidden, config.n_embd, config.bias, device)
         self.dropout = config.dropout
 
     def __call__(self, x: Tensor) -> Tensor:
-        x = stored(stored(self.c_fc(x), gradient=True).gelu())  # tinygrad's gelu is the tanh form, as GPT-2's
+        if self.swiglu:
+            gate, up = stored(self.c_fc(x), gradient=True).chunk(2, dim=-1)  # 2 x (B, T, mlp_hidden)
+            x = stored(gate.silu() * up)
+        else:
+            x = stored(stored(self.c_fc(x), gradient=True).gelu())  # tinygrad's gelu is the tanh form, as GPT-2's
         return self.c_proj(x).dropout(self.dropout)
 
 
@@ -245,9 +287,9 @@ class Block:
     """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
     def __init__(self, config: GPTConfig, device: str):
-        self.ln_1 = LayerNorm(config.n_embd, config.bias, config.layer_norm_eps, device)
+        self.ln_1 = LayerNorm(config, device)
         self.attn = CausalSelfAttention(config, device)
-        self.ln_2 = LayerNorm(config.n_embd, config.bias, config.layer_norm_eps, device)
+        self.ln_2 = LayerNorm(config, device)
         self.mlp = MLP(config, device)
 
     def __call__(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, start: int | UOp = 0) -> Tensor:
@@ -259,20 +301,17 @@ class GPT:
     def __init__(self, config: GPTConfig, device: str):
         self.config = config
         self.wte = Embedding(config.vocab_size, config.n_embd, device)
-        self.wpe = Embedding(config.block_size, config.n_embd, device)
+        # Learned positions are a table added to the input; RoPE turns queries and keys inside attention.
+        self.wpe = Embedding(config.block_size, config.n_embd, device) if config.position == "learned" else None
         self.h = [Block(config, device) for _ in range(config.n_layer)]
-        self.ln_f = LayerNorm(config.n_embd, config.bias, config.layer_norm_eps, device)
+        self.ln_f = LayerNorm(config, device)
         if not config.tie_embeddings:
             self.lm_head = Embedding(config.vocab_size, config.n_embd, device)  # weight (V, C), like wte
 
     def __call__(self, tokens: Tensor, cache: KVCache | None = None, start: int | UOp = 0) -> Tensor:
         """int tokens (B, T) -> logits (B, T, vocab_size). With a cache, positions begin at `start`,
         which may be a bound symbolic Variable so a jitted decode step serves every position."""
-        B, T = tokens.shape
-        # tinygrad 0.14's arange takes no device and has none: it joins the weights' device when used
-        # (tests/test_multidevice.py runs the model on CPU:1 to keep it so).
-        positions = Tensor.arange(T) + start
-        x = self.wte(tokens) + self.wpe(positions)  # (B, T, C)
+        x = self.embed(tokens, start)  # (B, T, C)
         x = x.dropout(self.config.dropout)
         for i, block in enumerate(self.h):
             x = block(x, cache, i, start)
@@ -280,10 +319,14 @@ class GPT:
         head = self.wte if self.config.tie_embeddings else self.lm_head
         return head.attend(x)  # (B, T, C) @ (C, V) -> (B, T, V)
 
+    def embed(self, tokens: Tensor, start: int | UOp = 0) -> Tensor:
+        """Token vectors (B, T, C) of tokens (B, T), plus learned position vectors for positions start..."""
+        x = self.wte(tokens)
+        return x if self.wpe is None else x + self.wpe(Tensor.arange(tokens.shape[1]) + start)
+
     def attention_maps(self, tokens: Tensor) -> list[Tensor]:
         """Each layer's attention weights (B, n_head, T, T) for a full forward pass."""
-        T = tokens.shape[1]
-        x = self.wte(tokens) + self.wpe(Tensor.arange(T))
+        x = self.embed(tokens)
         maps = []
         for block in self.h:
             maps.append(block.attn.weights(block.ln_1(x)))

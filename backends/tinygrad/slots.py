@@ -22,7 +22,7 @@ from tinygrad import Tensor, TinyJit, dtypes, helpers
 
 from backends.tinygrad.buffers import read, write
 from backends.tinygrad.model import GPT, KVCache, attention
-from core.model.params import check_causal
+from core.model.params import check_servable
 
 
 class SlotCache(KVCache):
@@ -112,7 +112,7 @@ class SlotServing:
     """The Model protocol's slot methods for `TinygradModel` (uses its `net`, `config` and `device`)."""
 
     def slot_start(self, n_slots: int) -> None:
-        check_causal(self.config)
+        check_servable(self.config)
         share_compile_cache()  # a server calls the slot methods from its own worker thread
         self.slot_cache = SlotCache(self.net, n_slots, self.device)
         # The decode step's inputs, overwritten in place before each call.

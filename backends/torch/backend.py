@@ -19,7 +19,7 @@ from backends.torch.model import GPT, KVCache
 from core.convert.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
 from core.model.config import GPTConfig, TrainConfig
 from core.model.interface import IGNORE_INDEX
-from core.model.params import check_causal, decays
+from core.model.params import check_causal, check_servable, decays
 
 
 class TorchModel:
@@ -190,7 +190,7 @@ class TorchModel:
 
     # ---- serving: a cache of slots, one request each at its own position (backends/torch/slots.py)
     def slot_start(self, n_slots: int) -> None:
-        check_causal(self.config)
+        check_servable(self.config)
         self.net.eval()
         self.slot_cache = slots.SlotCache(self.net, n_slots)
 

@@ -1,4 +1,5 @@
-"""Hugging Face GPT-2 <-> our parameters, as plain numpy dicts (no framework, no `transformers`).
+"""Hugging Face GPT-2 <-> our parameters, as plain numpy dicts (no framework, no `transformers`), and the
+Hugging Face folders of both families this project maps: GPT-2 here, Llama in core/convert/llama.py.
 
 Our parameter names are GPT-2's, and our Linear weights are stored (in, out) exactly as Hugging
 Face's `Conv1D` stores them, so the mapping is only about names and config fields:
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from core.convert.llama import from_hf_llama, is_llama, to_hf_llama
 from core.convert.quantize import dequantize_params
 from core.data.direction import FORWARD, require_direction
 from core.data.tokenizer import EOT, tokenizer_from_json
@@ -48,7 +50,10 @@ LINEAR_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
 def config_from_hf(hf: dict) -> GPTConfig:
     """Our `GPTConfig` from a GPT-2 config.json dict; anything GPT-2-like we do not compute is a ValueError."""
     if hf.get("model_type", "gpt2") != "gpt2":
-        raise ValueError(f"model_type {hf['model_type']!r} is not GPT-2: only GPT2LMHeadModel checkpoints map")
+        raise ValueError(
+            f"model_type {hf['model_type']!r} is not GPT-2 or Llama: only GPT2LMHeadModel and "
+            "LlamaForCausalLM checkpoints map"
+        )
     activation = hf.get("activation_function", "gelu_new")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation_function {activation!r} is not supported: our GPT computes gelu_new only")
@@ -109,6 +114,8 @@ def to_hf_gpt2(config: GPTConfig, params: dict[str, np.ndarray]) -> tuple[dict[s
     (`model.load_state_dict(...)` takes it after `torch.from_numpy`) and a config.json dict."""
     if not config.causal:
         raise ValueError("this model is bidirectional (causal=False): GPT-2 is causal, so it cannot be exported as one")
+    if config.mlp_hidden != 4 * config.n_embd:
+        raise ValueError(f"n_inner={config.n_inner} cannot be exported: GPT-2's MLP is 4 * n_embd wide (n_inner=0)")
     params = dequantize_params(params)
     check_params(config, params)
     state: dict[str, np.ndarray] = {}
@@ -157,7 +164,7 @@ def _hf_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
 
 
 def load_hf_folder(path: str | Path) -> tuple[GPTConfig, dict[str, np.ndarray]]:
-    """Config and params from a Hugging Face GPT-2 folder: config.json + model.safetensors (or its shards)."""
+    """Config and params from a Hugging Face GPT-2 or Llama folder: config.json + model.safetensors (or shards)."""
     folder = Path(path)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"no config.json in {folder}: pass a Hugging Face model folder (save_pretrained)")
@@ -178,7 +185,7 @@ def load_hf_folder(path: str | Path) -> tuple[GPTConfig, dict[str, np.ndarray]]:
             state.update(load_file(str(file)))
         except Exception as err:  # safetensors' numpy loader cannot read bfloat16, for one
             raise ValueError(f"cannot read {file} as numpy ({err}): save the model in float32 or float16") from None
-    return from_hf_gpt2(state, config_dict)
+    return (from_hf_llama if is_llama(config_dict) else from_hf_gpt2)(state, config_dict)
 
 
 def _tokenizer_from_hf_folder(folder: Path, vocab_size: int) -> tuple[str | None, str]:
@@ -205,17 +212,25 @@ def _tokenizer_from_hf_folder(folder: Path, vocab_size: int) -> tuple[str | None
 
 
 def import_hf_folder(path: str | Path) -> tuple[Checkpoint, str]:
-    """A `Checkpoint` of ours (weights, tokenizer, meta) from a Hugging Face GPT-2 folder, and a note on the
+    """A `Checkpoint` of ours (weights, tokenizer, meta) from a Hugging Face GPT-2 or Llama folder, and a note on the
     tokenizer. It has no optimizer state: it generates and chats, it does not resume training."""
     folder = Path(path)
     config, params = load_hf_folder(folder)
     tokenizer_json, note = _tokenizer_from_hf_folder(folder, config.vocab_size)
-    meta = CheckpointMeta(imported_from=str(folder), source="huggingface GPT2LMHeadModel")
+    kind = "LlamaForCausalLM" if config.position == "rope" else "GPT2LMHeadModel"
+    meta = CheckpointMeta(imported_from=str(folder), source=f"huggingface {kind}")
     return Checkpoint(config, params, meta, tokenizer_json), note
 
 
+def hf_class(config: GPTConfig) -> str:
+    """The Hugging Face class a config exports as: any Llama option makes it Llama (which checks the rest)."""
+    gpt2 = config.position == "learned" and config.norm == "layernorm" and config.mlp == "gelu"
+    return "GPT2LMHeadModel" if gpt2 and config.kv_heads == config.n_head else "LlamaForCausalLM"
+
+
 def export_hf_folder(checkpoint: Checkpoint, out_dir: str | Path) -> Path:
-    """Write `checkpoint` as a Hugging Face GPT-2 folder: config.json, model.safetensors and, when the
+    """Write `checkpoint` as a Hugging Face GPT-2 folder, or a Llama one for a model of Llama options
+    (`hf_class` says which): config.json, model.safetensors and, when the
     checkpoint has a byte-level BPE tokenizer, tokenizer.json + tokenizer_config.json +
     special_tokens_map.json. An int8 checkpoint is dequantized (Hugging Face's GPT-2 is float).
     A backward model (`train --reverse`) is refused: `generate` would feed it text left to right."""
@@ -226,9 +241,12 @@ def export_hf_folder(checkpoint: Checkpoint, out_dir: str | Path) -> Path:
             f"the checkpoint's tokenizer is {tokenizer.kind!r}: Hugging Face's tokenizer.json holds byte-level BPE "
             "only; train with --tokenizer bpe to export"
         )
-    state, hf = to_hf_gpt2(checkpoint.config, checkpoint.params)
-    if checkpoint.config.tie_embeddings:
-        del state["lm_head.weight"]  # tied: stored once, as GPT-2's own files do
+    if hf_class(checkpoint.config) == "LlamaForCausalLM":
+        state, hf = to_hf_llama(checkpoint.config, dequantize_params(checkpoint.params))
+    else:
+        state, hf = to_hf_gpt2(checkpoint.config, checkpoint.params)
+        if checkpoint.config.tie_embeddings:
+            del state["lm_head.weight"]  # tied: stored once, as GPT-2's own files do
     if tokenizer is not None:
         hf["bos_token_id"] = hf["eos_token_id"] = tokenizer.eot_id
     out = Path(out_dir)

@@ -1,6 +1,7 @@
 """Model and training settings: the two frozen dataclasses every other module reads.
 
-`GPTConfig` describes the network (nanoGPT's field names, GPT-2's architecture). `TrainConfig`
+`GPTConfig` describes the network (nanoGPT's field names; GPT-2's architecture by default, with
+options for the Llama family's: rotary positions, RMSNorm, a SwiGLU MLP, grouped-query attention). `TrainConfig`
 describes how it is trained. Both check their values on construction, so a bad setting fails at
 once with a message that names the value and the fix, never deep inside a backend.
 """
@@ -26,6 +27,12 @@ class GPTConfig:
     tie_embeddings: bool = True  # the output head reuses the token embedding matrix (GPT-2)
     layer_norm_eps: float = 1e-5  # LayerNorm epsilon, as in GPT-2 and PyTorch
     causal: bool = True  # attend only to earlier positions (GPT); False sees the whole sequence (BERT)
+    position: str = "learned"  # learned: a wpe table (GPT-2); rope: rotary embeddings of q and k (Llama)
+    rope_theta: float = 10000.0  # RoPE base: pair i of a head turns by position * rope_theta**(-2i/head_size)
+    norm: str = "layernorm"  # layernorm (GPT-2) or rmsnorm (Llama: no mean, no bias)
+    mlp: str = "gelu"  # gelu: up, GELU, down (GPT-2); swiglu: silu(gate) * up, down (Llama)
+    n_inner: int = 0  # MLP hidden width; 0: 4 * n_embd for gelu, Llama's rounding of 8 * n_embd / 3 for swiglu
+    n_kv_head: int = 0  # key/value heads (grouped-query attention); 0: n_head, 1: multi-query
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -41,6 +48,26 @@ class GPTConfig:
             raise ValueError(f"dropout={self.dropout} is invalid: use a value in [0, 1)")
         if not self.layer_norm_eps > 0:
             raise ValueError(f"layer_norm_eps={self.layer_norm_eps} is invalid: use a small positive number")
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid: use one of {', '.join(choices)}")
+        for name in ("n_inner", "n_kv_head"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name}={value!r} is invalid: use 0 (the default) or a positive integer")
+        if self.n_head % self.kv_heads != 0:
+            raise ValueError(
+                f"n_kv_head={self.n_kv_head} does not divide n_head={self.n_head}: use a divisor of n_head "
+                f"(1 is multi-query, {self.n_head} is ordinary multi-head attention)"
+            )
+        if self.position == "rope":
+            if self.head_size % 2:
+                raise ValueError(
+                    f"position='rope' needs an even head size, not n_embd/n_head={self.head_size}: "
+                    "change n_embd or n_head"
+                )
+            if not (math.isfinite(self.rope_theta) and self.rope_theta > 1):
+                raise ValueError(f"rope_theta={self.rope_theta} is invalid: use a base above 1, such as 10000")
 
     @property
     def head_size(self) -> int:
@@ -48,9 +75,20 @@ class GPTConfig:
         return self.n_embd // self.n_head
 
     @property
+    def kv_heads(self) -> int:
+        """Number of key/value heads: n_kv_head, or n_head when it is 0; each serves n_head / kv_heads queries."""
+        return self.n_kv_head or self.n_head
+
+    @property
     def mlp_hidden(self) -> int:
-        """Hidden width of the feed-forward layer: 4 * n_embd, as in GPT-2."""
-        return 4 * self.n_embd
+        """Hidden width of the feed-forward layer: n_inner if set, else 4 * n_embd (GPT-2) for gelu and, for
+        swiglu, Llama's: two thirds of 4 * n_embd (three matrices cost what GELU's two do at 4x), rounded up
+        to a multiple of 256."""
+        if self.n_inner:
+            return self.n_inner
+        if self.mlp == "gelu":
+            return 4 * self.n_embd
+        return LLAMA_MULTIPLE_OF * math.ceil(int(2 * 4 * self.n_embd / 3) / LLAMA_MULTIPLE_OF)
 
     def replace(self, **changes: object) -> GPTConfig:
         """A copy with some fields changed (validated again)."""
@@ -68,6 +106,15 @@ class GPTConfig:
         return cls(**values)
 
 
+# The allowed values of the architecture options (the first is GPT-2's, the default).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "position": ("learned", "rope"),
+    "norm": ("layernorm", "rmsnorm"),
+    "mlp": ("gelu", "swiglu"),
+}
+LLAMA_MULTIPLE_OF = 256  # Llama rounds its SwiGLU hidden width up to a multiple of this
+LLAMA = dict(position="rope", norm="rmsnorm", mlp="swiglu", bias=False)  # Llama's choices for every option
+
 # Named model sizes. The vocabulary of all but `gpt2` is set by the tokenizer at run time.
 PRESETS: dict[str, dict] = {
     "demo": dict(n_layer=2, n_head=4, n_embd=32, block_size=16),  # the classic teaching example
@@ -75,6 +122,11 @@ PRESETS: dict[str, dict] = {
     "small": dict(n_layer=6, n_head=8, n_embd=512, block_size=256),  # ~23M params at vocab 8192 (27M untied)
     "medium": dict(n_layer=12, n_head=8, n_embd=512, block_size=256),
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
+    # "tiny" with Llama's architecture and two query heads per key/value head
+    "llama-tiny": dict(n_layer=4, n_head=4, n_kv_head=2, n_embd=256, block_size=256, **LLAMA),
+    # the shape of HuggingFaceTB/SmolLM-135M (its config.json): 30 layers, GQA 9/3, tied embeddings, and
+    # Llama's rounding gives its intermediate_size of 1536
+    "smollm-135m": dict(n_layer=30, n_head=9, n_kv_head=3, n_embd=576, block_size=2048, vocab_size=49152, **LLAMA),
 }
 
 

@@ -3,24 +3,33 @@
 Every backend builds its model from the dict `init_params` returns and hands back a dict of the
 same form, so weights move between backends, checkpoints and Hugging Face GPT-2 key for key.
 
-Names are GPT-2's (Hugging Face's `GPT2LMHeadModel` without the `transformer.` prefix):
+Names are GPT-2's (Hugging Face's `GPT2LMHeadModel` without the `transformer.` prefix), and the
+Llama-family options reuse them rather than adding Hugging Face Llama's, so one table covers every
+architecture (C = n_embd, hs = head_size, kv = kv_heads * hs, F = mlp_hidden):
 
-    wte.weight                  (vocab_size, n_embd)    token embedding
-    wpe.weight                  (block_size, n_embd)    position embedding
-    h.{i}.ln_1.weight / .bias   (n_embd,)               LayerNorm before attention
-    h.{i}.attn.c_attn.weight    (n_embd, 3 * n_embd)    query, key and value projections side by side
-    h.{i}.attn.c_attn.bias      (3 * n_embd,)
-    h.{i}.attn.c_proj.weight    (n_embd, n_embd)        attention output projection
-    h.{i}.ln_2.weight / .bias   (n_embd,)               LayerNorm before the MLP
-    h.{i}.mlp.c_fc.weight       (n_embd, 4 * n_embd)    MLP expansion
-    h.{i}.mlp.c_proj.weight     (4 * n_embd, n_embd)    MLP projection back to the residual stream
-    ln_f.weight / .bias         (n_embd,)               final LayerNorm
-    lm_head.weight              (vocab_size, n_embd)    only when embeddings are untied
+    wte.weight                  (vocab_size, C)     token embedding                 Llama: embed_tokens
+    wpe.weight                  (block_size, C)     position embedding; absent with position="rope"
+    h.{i}.ln_1.weight / .bias   (C,)                norm before attention (no bias with rmsnorm)
+                                                                                    Llama: input_layernorm
+    h.{i}.attn.c_attn.weight    (C, C + 2 * kv)     query, key and value projections side by side
+    h.{i}.attn.c_attn.bias      (C + 2 * kv,)                                       Llama: q_, k_, v_proj
+    h.{i}.attn.c_proj.weight    (C, C)              attention output projection     Llama: o_proj
+    h.{i}.ln_2.weight / .bias   (C,)                norm before the MLP             Llama: post_attention_layernorm
+    h.{i}.mlp.c_fc.weight       (C, F)              gelu: MLP expansion
+                                (C, 2 * F)          swiglu: gate and up side by side
+                                                                                    Llama: gate_, up_proj
+    h.{i}.mlp.c_proj.weight     (F, C)              projection back to the residual stream
+                                                                                    Llama: down_proj
+    ln_f.weight / .bias         (C,)                final norm                      Llama: norm
+    lm_head.weight              (vocab_size, C)     only when embeddings are untied
+
+Fusing as GPT-2's c_attn does keeps one matmul per projection in every backend; the Llama converter
+(core/convert/llama.py) splits and joins the side-by-side blocks.
 
 Orientation: every Linear weight is stored (in_features, out_features) and applied as
 `y = x @ W + b`, as GPT-2's original code and Hugging Face's `Conv1D` store it. Embedding-shaped
 matrices (`wte`, `wpe`, `lm_head`) are (rows, n_embd); the output logits are `x @ wte.T`.
-With `bias=False` there are no Linear or LayerNorm biases.
+With `bias=False` there are no Linear or LayerNorm biases; RMSNorm never has one.
 """
 
 from __future__ import annotations
@@ -35,11 +44,15 @@ from core.model.config import GPTConfig
 def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     """Every parameter's name and shape, in a fixed order."""
     C, V = config.n_embd, config.vocab_size
-    shapes: dict[str, tuple[int, ...]] = {"wte.weight": (V, C), "wpe.weight": (config.block_size, C)}
+    kv = config.kv_heads * config.head_size  # width of the keys, and of the values
+    F = config.mlp_hidden
+    shapes: dict[str, tuple[int, ...]] = {"wte.weight": (V, C)}
+    if config.position == "learned":
+        shapes["wpe.weight"] = (config.block_size, C)
 
     def layer_norm(name: str) -> None:
         shapes[f"{name}.weight"] = (C,)
-        if config.bias:
+        if config.bias and config.norm == "layernorm":
             shapes[f"{name}.bias"] = (C,)
 
     def linear(name: str, n_in: int, n_out: int) -> None:
@@ -49,11 +62,11 @@ def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
 
     for i in range(config.n_layer):
         layer_norm(f"h.{i}.ln_1")
-        linear(f"h.{i}.attn.c_attn", C, 3 * C)
+        linear(f"h.{i}.attn.c_attn", C, C + 2 * kv)
         linear(f"h.{i}.attn.c_proj", C, C)
         layer_norm(f"h.{i}.ln_2")
-        linear(f"h.{i}.mlp.c_fc", C, config.mlp_hidden)
-        linear(f"h.{i}.mlp.c_proj", config.mlp_hidden, C)
+        linear(f"h.{i}.mlp.c_fc", C, 2 * F if config.mlp == "swiglu" else F)
+        linear(f"h.{i}.mlp.c_proj", F, C)
     layer_norm("ln_f")
     if not config.tie_embeddings:
         shapes["lm_head.weight"] = (V, C)
@@ -97,6 +110,17 @@ def check_causal(config: GPTConfig) -> None:
     """Generation needs a causal model: a bidirectional one (causal=False) fills masks instead."""
     if not config.causal:
         raise ValueError("this model is bidirectional (causal=False) and cannot generate text: use predict-masked")
+
+
+def check_servable(config: GPTConfig) -> None:
+    """The slot cache of `serve` (backends/*/slots.py) computes GPT-2's attention: learned positions and
+    one key/value head per query head. Llama-style options still generate and chat, through `generate`."""
+    check_causal(config)
+    if config.position != "learned" or config.n_kv_head not in (0, config.n_head):
+        raise NotImplementedError(
+            f"serve does not support position={config.position!r} / n_kv_head={config.n_kv_head} yet "
+            "(its slot cache has learned positions and full heads): use generate or chat for this model"
+        )
 
 
 def check_params(config: GPTConfig, params: dict[str, np.ndarray]) -> None:

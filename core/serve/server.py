@@ -15,7 +15,7 @@ import uvicorn
 from core.data.direction import BACKWARD
 from core.generate.session import Session
 from core.model.interface import Backend
-from core.model.params import check_causal
+from core.model.params import check_servable
 from core.serve.app import create_app
 from core.serve.batcher import Batcher
 from core.serve.completions import Served
@@ -26,8 +26,7 @@ def load(backend: Backend, checkpoint: str, step: str = "best", slots: int = 8,
     """The model of `checkpoint` on `backend`, with a started batcher; refuses models that cannot generate."""
     session = Session.open(backend, checkpoint, step)
     config = session.checkpoint.config
-    if not config.causal:
-        check_causal(config)  # one line: a bidirectional (MLM) model fills masks, it cannot continue text
+    check_servable(config)  # one line: a bidirectional (MLM) model fills masks; Llama options need generate
     if session.checkpoint.meta.direction == BACKWARD:
         raise ValueError(f"{checkpoint} is a backward model (trained with --reverse): it cannot continue text; "
                          "serve a forward model")

@@ -77,3 +77,23 @@ def train_command(make_backend: Callable[[], Backend], model_flags: dict, train_
         resuming.check_world_size(resumed, backend.world_size)
     return run_training(backend, model_fields, train_config, settings, run_dir, resumed, explain, progress,
                         sample_tokens, init, tensorboard)
+
+
+def compare_command(backend: Backend, models_file: str | None, model_specs: list[str] | None, model_flags: dict,
+                    train_flags: dict, data: str | None, tokenizer: str | None, max_data_mb: float | None,
+                    out: str) -> int:
+    """compare: the models of `models_file` and `model_specs` (default: `compare.default_models`) trained
+    on the same data, tokens and seed; one table and one plot in `out`."""
+    from core.data.dataset import DataSettings
+    from core.train import compare
+
+    models = compare.read_models(models_file) if models_file else {}
+    models.update(compare.parse_model(spec) for spec in model_specs or [])
+    base = {k: v for k, v in {**compare.DEFAULT_BASE, **model_flags}.items() if k != "vocab_size"}
+    train_config = TrainConfig(**{**DEFAULT_TRAIN, **train_flags})
+    settings = DataSettings(data=data, tokenizer=tokenizer or "bpe", vocab_size=model_flags.get("vocab_size") or 8192,
+                            max_data_mb=max_data_mb)
+    folder = Path(out)
+    compare.compare(backend, models or compare.default_models(base), train_config, settings, folder, base)
+    print(f"wrote {folder / 'compare.md'}, {folder / 'compare.json'} and {folder / 'compare.png'}")
+    return 0
