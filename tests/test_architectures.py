@@ -75,7 +75,11 @@ def assert_step_close(got: dict, want: dict, config: GPTConfig, lr: float, what:
         if name.endswith("attn.c_attn.bias"):
             assert diff[key_bias(config)].max() <= KEY_BIAS_ATOL_PER_LR * lr, f"{what}: {name} keys"
             diff = np.delete(diff, key_bias(config))
-        assert diff.max() <= PARAM_ATOL, f"{what}: {name} differs by {diff.max():.2e}"
+        # Adam divides each backend's round-off by sqrt(v) + eps, so entries with near-zero gradients
+        # (seen: c_proj with one key/value head and SwiGLU) move by up to a few percent of lr; a wrong
+        # update moves by about lr. So the bound grows with lr (FACTS.md, "Numerics").
+        bound = max(PARAM_ATOL, 0.1 * lr)
+        assert diff.max() <= bound, f"{what}: {name} differs by {diff.max():.2e}"
 
 
 @settings(max_examples=EXAMPLES)

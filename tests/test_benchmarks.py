@@ -34,7 +34,8 @@ def test_suite_runs_every_section_and_writes_three_files(tmp_path):
     assert [p["batch"] for p in result["decode"]["positions"]] == [1, 2]
     assert result["decode"]["floor"]["least_ms_per_step"] > 0 and "Floor:" in (tmp_path / "tiny.md").read_text()
     training = {r["backend"]: r for r in result["training"]}
-    assert training["torch"]["ms_per_step"] > 0 and training["torch"]["mfu"] is not None
+    mfu = training["torch"]["mfu"]  # None where the step outran this tiny run's measured matmul peak
+    assert training["torch"]["ms_per_step"] > 0 and (mfu is None or 0 < mfu <= 1)
     if importlib.util.find_spec("transformers") is not None:  # the peer is part of every figure
         assert "hf" in training and {r["backend"] for r in decode} == {"torch", "hf"}
         assert "training: torch / hf" in result["ratios"]
