@@ -8,11 +8,14 @@ Neither has a deadline: tinygrad compiles each new shape on first use, torch war
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.fault_helpers import train_in_process
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,3 +44,19 @@ def backends():
     from backends import get_backend
 
     return {name: get_backend(name) for name in BACKEND_NAMES}
+
+
+# The fault tests' shared runs (tests/test_faults.py, tests/test_faults_files.py).
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished 20-step run (4 evaluations); tests work on copies of it."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    assert train_in_process(run, 20) == 0
+    return run
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path) -> Path:
+    shutil.copytree(finished_run, tmp_path / "run")
+    return tmp_path / "run"
+

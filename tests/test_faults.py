@@ -9,10 +9,8 @@ kill loop with several kills is marked `slow`.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -29,48 +27,7 @@ import train_next_word_prediction as cli
 from core.train import checkpoint as ckpt
 from core.train import loop
 from core.train.checkpoint import load_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
-# A run small enough for a test: synthetic text, character tokenizer, the demo model, many evaluations.
-TINY = ["--backend", "torch", "--data", "synthetic", "--tokenizer", "char", "--preset", "demo", "--batch-size", "4",
-        "--eval-every", "5", "--eval-batches", "2", "--warmup-steps", "5", "--no-progress", "--sample-tokens", "4"]
-
-
-def run_main(args: list[str], capsys) -> tuple[int, str, str]:
-    code = cli.main(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """sha256 of every file below `folder`, by relative path: equal snapshots mean nothing was touched."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def losses(run: Path) -> list[tuple[int, float]]:
-    return [(r["step"], r["train_loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
-
-
-def one_error_line(err: str, *needles: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    """A finished 20-step run (4 evaluations); tests work on copies of it."""
-    run = tmp_path_factory.mktemp("finished") / "run"
-    assert cli.main([*TINY, "--steps", "20", "--out", str(run)]) == 0
-    return run
-
-
-@pytest.fixture
-def run_copy(finished_run, tmp_path) -> Path:
-    shutil.copytree(finished_run, tmp_path / "run")
-    return tmp_path / "run"
+from tests.fault_helpers import ROOT, TINY, losses, one_error_line, run_main, snapshot, train_in_process  # noqa: F401
 
 
 def interrupted_run(run: Path, capsys, steps: int = 30, after: int = 7) -> int:
@@ -174,10 +131,6 @@ def crash_at_save(monkeypatch, number: int) -> None:
         return real(path, checkpoint)
 
     monkeypatch.setattr(loop, "save_checkpoint", save)
-
-
-def train_in_process(run: Path, steps: int, *extra: str) -> int:
-    return cli.main([*TINY, "--steps", str(steps), "--out", str(run), *extra])
 
 
 @pytest.fixture(scope="module")
@@ -338,116 +291,3 @@ def test_a_full_disk_during_training_stops_with_one_line_and_resumes(uninterrupt
     assert losses(run) == losses(uninterrupted)
     for key, value in load_checkpoint(uninterrupted, "last").params.items():
         assert np.array_equal(load_checkpoint(run, "last").params[key], value), key
-
-
-# 6. damaged files: one line, exit code 2, nothing touched
-def damage(path: Path, how: str) -> None:
-    data = path.read_bytes()
-    if how == "truncated":
-        path.write_bytes(data[: len(data) // 2])
-    elif how == "empty":
-        path.write_bytes(b"")
-    else:  # one bit flipped, in the middle (in a safetensors file: inside the numbers, past the header)
-        i = len(data) // 2 + 3
-        path.write_bytes(data[:i] + bytes([data[i] ^ 0x10]) + data[i + 1 :])
-
-
-@pytest.mark.parametrize("how", ["truncated", "empty", "bit-flipped"])
-@pytest.mark.parametrize("name", [ckpt.MODEL_FILE, ckpt.OPTIMIZER_FILE, ckpt.META_FILE, ckpt.TOKENIZER_FILE])
-def test_a_damaged_file_is_one_clear_line(run_copy, capsys, name, how):
-    damage(run_copy / "checkpoints" / "last" / name, how)
-    before = snapshot(run_copy)
-    code, _, err = run_main(["--backend", "torch", "--resume", str(run_copy)], capsys)
-    assert code == 2
-    one_error_line(err, "is corrupt or incomplete")
-    assert snapshot(run_copy) == before
-
-
-# 6. kill -9 at random moments, then resume: the weights of an uninterrupted run, bit for bit
-def start(args: list[str], log: Path) -> subprocess.Popen:
-    with log.open("a") as out:  # a file, not a pipe: a pipe nobody reads can block the run
-        return subprocess.Popen([sys.executable, str(ROOT / "train_next_word_prediction.py"), *args], cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT)
-
-
-def kill_and_resume(tmp_path: Path, kills: int, seed: int, steps: int = 120) -> None:
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    assert train_in_process(whole, steps) == 0
-    rng = random.Random(seed)
-    command, killed = [*TINY, "--steps", str(steps), "--out", str(broken)], 0
-    while True:
-        proc = start(command, tmp_path / "log.txt")
-        if killed < kills:
-            if (broken / "checkpoints" / "last").exists():
-                time.sleep(rng.uniform(0.0, 3.0))  # anywhere: starting up, training, saving
-            else:  # a first run killed before its first checkpoint could not be resumed
-                while not (broken / "checkpoints" / "last").exists() and proc.poll() is None:
-                    time.sleep(0.001)
-                time.sleep(rng.uniform(0.0, 0.5))
-            if proc.poll() is None:
-                proc.kill()  # SIGKILL: no handler runs, files are left as they are at that instant
-                killed += 1
-        assert proc.wait(timeout=300) in (0, -signal.SIGKILL), (tmp_path / "log.txt").read_text()
-        last = load_checkpoint(broken, "last")
-        if last.step == steps:
-            break
-        command = ["--backend", "torch", "--no-progress", "--resume", str(broken)]
-    assert killed >= 1
-    assert losses(broken) == losses(whole)  # each step once, and every loss as in the uninterrupted run
-    for name in ("last", "best"):
-        ours, theirs = load_checkpoint(broken, name, optimizer=name == "last"), load_checkpoint(whole, name)
-        for key, value in theirs.params.items():
-            assert np.array_equal(ours.params[key], value), (name, key)
-
-
-def test_kill_9_once_then_resume_equals_the_uninterrupted_run(tmp_path):
-    kill_and_resume(tmp_path, kills=1, seed=0)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_kill_9_many_times_then_resume_equals_the_uninterrupted_run(tmp_path, seed):
-    kill_and_resume(tmp_path, kills=5, seed=seed, steps=200)
-
-
-# 8. the corpus: skipped files are reported; near-duplicate documents are trained on once
-def test_training_reports_the_files_it_skipped(tmp_path, capsys):
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = random.Random(0)
-    for i in range(30):  # distinct texts (numbers alone would make them near-duplicates of each other)
-        words = " ".join("".join(rng.choice("abcdefghij") for _ in range(5)) for _ in range(120))
-        (data / f"{i:02d}.txt").write_text(words + "\n")
-    (data / "empty.txt").write_text("")
-    (data / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
-    code, out, err = run_main(["--backend", "torch", "--data", str(data), "--tokenizer", "char", "--preset", "demo",
-                               "--steps", "2", "--eval-every", "2", "--eval-batches", "1", "--no-progress",
-                               "--sample-tokens", "2", "--out", str(tmp_path / "run")], capsys)
-    assert code == 0, err
-    assert "corpus: skipped 2 file(s) (1 empty, 1 not UTF-8): empty.txt, latin1.txt" in out
-
-
-def test_near_duplicate_documents_are_left_out(tmp_path):
-    from core.data.corpus import load_corpus
-
-    data = tmp_path / "codecs"
-    data.mkdir()
-    for name, offset in (("cp1", 0), ("cp2", 7), ("cp3", 11)):  # generated tables: same code, other numbers
-        table = "\n".join(f"    {hex(i)}: {hex((i + offset) % 256)},  # {name} char {i}" for i in range(128))
-        (data / f"{name}.py").write_text(f'"""Codec {name}, generated."""\nNAME = "{name}"\nTABLE = {{\n{table}\n}}\n')
-    (data / "other.py").write_text("def f(x):\n    return x + 1\n" * 40)
-    corpus = load_corpus(data)
-    assert corpus.names == ["cp1.py", "other.py"]
-    assert corpus.skip_summary() == "skipped 2 file(s) (2 near-duplicate): cp2.py, cp3.py"
-
-
-def test_the_builtin_corpus_keeps_few_of_its_generated_codec_tables():
-    import sysconfig
-
-    from core.data.corpus import load_corpus
-
-    families = ("encodings/cp", "encodings/iso8859", "encodings/mac_")
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    on_disk = [p for p in stdlib.glob("encodings/*.py") if p.relative_to(stdlib).as_posix().startswith(families)]
-    kept = [n for n in load_corpus(None).names if n.startswith(families)]
-    assert len(on_disk) >= 50 and len(kept) <= len(on_disk) // 8, kept  # one per table layout, not one per codec
