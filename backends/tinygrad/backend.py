@@ -29,6 +29,7 @@ from backends.tinygrad.slots import SlotServing
 from core.convert.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
 from core.model.config import GPTConfig, TrainConfig
 from core.model.interface import IGNORE_INDEX
+from core.model.lora import LoraConfig
 from core.model.params import check_causal, decays
 
 
@@ -99,16 +100,9 @@ class TinygradModel(SlotServing):
         self.load_params(params)
         # One learning-rate Tensor shared by both groups, updated in place before each step.
         self.lr = Tensor([train.lr], device=device).contiguous().realize()
-        decay = [t for n, t in self.named.items() if decays(n, t.shape)]
-        no_decay = [t for n, t in self.named.items() if not decays(n, t.shape)]
-        betas = dict(b1=train.beta1, b2=train.beta2, eps=train.eps)
-        groups = [
-            AdamW(decay, train.lr, weight_decay=train.weight_decay, **betas),
-            AdamW(no_decay, train.lr, weight_decay=0.0, **betas),
-        ]
-        for group in groups:
-            group.lr = self.lr
-        self.optimizer = OptimizerGroup(*groups)
+        self.optimizer = self._make_optimizer()
+        # The last step's global gradient norm before clipping, written by the jitted step.
+        self.grad_norm = Tensor([0.0], device=device).contiguous().realize()
         self._step_jit = Replay(self._step, device)
         self._batch: dict[tuple, tuple[Tensor, Tensor]] = {}  # batch shape -> the step's input buffers, reused
         # tinygrad's AdamW keeps beta**step in float32, not the step count (which checkpoints need).
@@ -116,6 +110,21 @@ class TinygradModel(SlotServing):
         self._announced: set[str] = set()
         self._forwards: dict[tuple, tuple[Tensor, Replay]] = {}  # input shape -> its buffer and jitted forward pass
         self.cache: KVCache | None = None
+
+    def _make_optimizer(self) -> OptimizerGroup:
+        """AdamW over `self.named` (what trains): weight decay on matrices only, learning rate `self.lr`."""
+        train = self.train
+        decay = [t for n, t in self.named.items() if decays(n, t.shape)]
+        no_decay = [t for n, t in self.named.items() if not decays(n, t.shape)]
+        betas = dict(b1=train.beta1, b2=train.beta2, eps=train.eps)
+        groups = [
+            AdamW(params, train.lr, weight_decay=wd, **betas)
+            for params, wd in ((decay, train.weight_decay), (no_decay, 0.0))
+            if params  # (a LoRA model may train no vector at all)
+        ]
+        for group in groups:
+            group.lr = self.lr
+        return OptimizerGroup(*groups)
 
     # ---- numpy <-> tinygrad
     def _tokens(self, tokens: np.ndarray, batch_axis: int | None = None) -> Tensor:
@@ -197,16 +206,18 @@ class TinygradModel(SlotServing):
         # The graph is lazy and realized once, so the A micro-batch losses are summed into one
         # backward pass: the same gradient as torch's A separate backward calls.
         A = tokens.shape[0]
-        self.optimizer.zero_grad()
         loss = sum(self._loss(tokens[a], targets[a]) for a in range(A)) / A
-        loss.backward()
         params = list(self.named.values())
+        # Gradients of what trains only (backward() would also compute them for frozen LoRA base weights).
+        for p, g in zip(params, loss.gradient(*params)):
+            p.grad = g
+        norm = sum((p.grad.float() ** 2).sum() for p in params).sqrt()
         if self.train.grad_clip > 0:
-            norm = sum((p.grad.float() ** 2).sum() for p in params).sqrt()
             scale = (self.train.grad_clip / (norm + 1e-6)).minimum(1.0)  # as torch's clip_grad_norm_
             for p in params:
                 p.grad = p.grad * scale
-        return loss.realize(*self.optimizer.schedule_step())
+        self.grad_norm.assign(norm.reshape(1))
+        return loss.realize(self.grad_norm, *self.optimizer.schedule_step())
 
     def train_step(self, tokens: np.ndarray, targets: np.ndarray, lr: float) -> float:
         self._check_trainable()
@@ -218,6 +229,9 @@ class TinygradModel(SlotServing):
         self._announce("training")
         self.steps_taken += 1
         return loss
+
+    def last_grad_norm(self) -> float:
+        return float(read(self.grad_norm)[0])
 
     def _announce(self, kind: str) -> None:
         """Say once per kind of step, after its first call compiled its kernels, whether tuned ones were found."""
@@ -324,6 +338,12 @@ class TinygradBackend:
         self, config: GPTConfig, params: dict[str, np.ndarray], train: TrainConfig | None = None
     ) -> TinygradModel:
         return TinygradModel(config, params, self.device, train or TrainConfig())
+
+    def build_lora(self, config: GPTConfig, params: dict[str, np.ndarray], adapters: dict[str, np.ndarray],
+                   lora: LoraConfig, train: TrainConfig | None = None) -> TinygradModel:
+        from backends.tinygrad.lora import LoraTinygradModel
+
+        return LoraTinygradModel(config, params, adapters, lora, self.device, train or TrainConfig())
 
     def manual_seed(self, seed: int) -> None:
         Tensor.manual_seed(seed)

@@ -19,6 +19,7 @@ from backends.torch.model import GPT, KVCache
 from core.convert.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
 from core.model.config import GPTConfig, TrainConfig
 from core.model.interface import IGNORE_INDEX
+from core.model.lora import LoraConfig
 from core.model.params import check_causal, check_servable, decays
 
 
@@ -37,15 +38,8 @@ class TorchModel:
             self.net.get_submodule(module).int8_()
         self.named = dict(self.net.named_parameters())  # spec name -> Parameter (tied weights once)
         self.load_params(params)
-        groups = [
-            {"params": [p for n, p in self.named.items() if decays(n, p.shape)], "weight_decay": train.weight_decay},
-            {"params": [p for n, p in self.named.items() if not decays(n, p.shape)], "weight_decay": 0.0},
-        ]
-        # fused=True: one kernel updates every parameter (on a CPU 4x faster than foreach, itself ahead of
-        # the per-parameter loop that is the default there).
-        self.optimizer = torch.optim.AdamW(
-            groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps, fused=True
-        )
+        self.optimizer = self._make_optimizer()
+        self._grad_norm = torch.zeros(())  # the last step's global gradient norm before clipping
         self.cache: KVCache | None = None
         # Lower precision runs the forward pass under autocast; weights and AdamW stay float32.
         dtype = getattr(torch, train.dtype)
@@ -55,6 +49,17 @@ class TorchModel:
         self.compute_dtype = dtype  # also the KV cache's: keys and values come out of autocast matmuls
         # float16 gradients underflow without loss scaling (bfloat16 has float32's range and needs none).
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=dtype == torch.float16)
+
+    def _make_optimizer(self) -> torch.optim.AdamW:
+        """AdamW over `self.named` (what trains), weight decay on matrices only."""
+        train = self.train
+        groups = [
+            {"params": [p for n, p in self.named.items() if decays(n, p.shape)], "weight_decay": train.weight_decay},
+            {"params": [p for n, p in self.named.items() if not decays(n, p.shape)], "weight_decay": 0.0},
+        ]
+        # fused=True: one kernel updates every parameter (on a CPU 4x faster than foreach, itself ahead of
+        # the per-parameter loop that is the default there).
+        return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps, fused=True)
 
     # ---- numpy <-> torch
     def _tokens(self, tokens: np.ndarray) -> torch.Tensor:
@@ -131,13 +136,19 @@ class TorchModel:
                 self.scaler.scale(loss).backward()
             total += loss.detach()
         self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-        if self.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.named.values(), self.train.grad_clip, foreach=True)
+        if self.train.grad_clip > 0:  # both return the global norm before clipping
+            norm = torch.nn.utils.clip_grad_norm_(self.named.values(), self.train.grad_clip, foreach=True)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.named.values() if p.grad is not None])
+        self._grad_norm = norm.detach()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return distributed.mean_over_ranks(total).item()
+
+    def last_grad_norm(self) -> float:
+        return float(self._grad_norm)
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
         state: dict[str, np.ndarray] = {"step": np.array([0], dtype=np.int64)}
@@ -225,6 +236,12 @@ class TorchBackend:
 
     def build(self, config: GPTConfig, params: dict[str, np.ndarray], train: TrainConfig | None = None) -> TorchModel:
         return TorchModel(config, params, self.device, train or TrainConfig())
+
+    def build_lora(self, config: GPTConfig, params: dict[str, np.ndarray], adapters: dict[str, np.ndarray],
+                   lora: LoraConfig, train: TrainConfig | None = None) -> TorchModel:
+        from backends.torch.lora import LoraTorchModel
+
+        return LoraTorchModel(config, params, adapters, lora, self.device, train or TrainConfig())
 
     def manual_seed(self, seed: int) -> None:
         torch.manual_seed(seed)

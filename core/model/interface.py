@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from core.model.config import GPTConfig, TrainConfig
+from core.model.lora import LoraConfig
 
 # Targets equal to this are left out of the loss (padding). Both frameworks are told to use it.
 IGNORE_INDEX = -1
@@ -40,6 +41,9 @@ class Model(Protocol):
         """One optimizer step on micro-batches (A, B, T): the mean loss of the A micro-batches is
         backpropagated, the global gradient norm clipped to `grad_clip`, then AdamW with decoupled
         weight decay on 2-D weights only. Returns the mean loss before the update."""
+
+    def last_grad_norm(self) -> float:
+        """The global gradient norm of the last `train_step`, before clipping."""
 
     def params(self) -> dict[str, np.ndarray]:
         """Every parameter as float32 numpy, with `core.model.params` names and shapes."""
@@ -75,6 +79,19 @@ class Model(Protocol):
         keys up to its position; logits (R, V). Slots among them that are unused may be fed (0, 0)."""
 
 
+class LoraModel(Model, Protocol):
+    """A model with LoRA adapters (core/model/lora.py) over frozen base weights. Only the adapters (and
+    the biases/norms its config names) train: `gradients`, `train_step` and the optimizer state cover
+    those alone. `params()` is the adapted model as plain parameters (adapters merged in);
+    `load_params` overwrites the base weights."""
+
+    def adapters(self) -> dict[str, np.ndarray]:
+        """What trains, by `core.model.lora.trainable_shapes` names, as float32 numpy."""
+
+    def load_adapters(self, adapters: dict[str, np.ndarray]) -> None:
+        """Overwrite what trains in place."""
+
+
 class Backend(Protocol):
     """A framework on one device, able to build models."""
 
@@ -85,6 +102,12 @@ class Backend(Protocol):
 
     def build(self, config: GPTConfig, params: dict[str, np.ndarray], train: TrainConfig | None = None) -> Model:
         """A model holding copies of `params`; `train` sets the optimizer (defaults: TrainConfig())."""
+
+    def build_lora(
+        self, config: GPTConfig, params: dict[str, np.ndarray], adapters: dict[str, np.ndarray], lora: LoraConfig,
+        train: TrainConfig | None = None,
+    ) -> LoraModel:
+        """A model of frozen base `params` with trainable LoRA `adapters` (`core.model.lora.init_adapters`)."""
 
     def manual_seed(self, seed: int) -> None:
         """Seed the framework's own random numbers (dropout)."""

@@ -10,7 +10,8 @@ is far below the backends') and returns float32. Speed is not a goal here; clari
 
 Each architecture option of `GPTConfig` is one plain function here: `rms_norm`, `rope` (rotary
 positions, applied to queries and keys inside attention instead of a wpe table), `swiglu`, and
-grouped-query attention (`repeat_kv`: each key/value head serves several query heads).
+grouped-query attention (`repeat_kv`: each key/value head serves several query heads). LoRA adapters
+(core/model/lora.py), when given, add their low-rank update inside `linear`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import math
 import numpy as np
 
 from core.model.config import GPTConfig
+from core.model.lora import LoraConfig
 from core.model.softmax import log_softmax, softmax
 
 
@@ -76,6 +78,8 @@ def gelu(x: np.ndarray) -> np.ndarray:
 def linear(x: np.ndarray, p: dict[str, np.ndarray], name: str) -> np.ndarray:
     """y = x @ W + b, with W stored (in_features, out_features)."""
     y = x @ p[f"{name}.weight"]
+    if f"{name}.lora_A" in p:  # LoRA: a low-rank update beside the frozen weight, (x @ A) @ B
+        y = y + (x @ p[f"{name}.lora_A"]) @ p[f"{name}.lora_B"]  # (B, T, in) -> (B, T, r) -> (B, T, out)
     bias = p.get(f"{name}.bias")
     return y + bias if bias is not None else y
 
@@ -110,15 +114,33 @@ def mlp(config: GPTConfig, p: dict[str, np.ndarray], i: int, x: np.ndarray) -> n
     return linear(gelu(h), p, f"h.{i}.mlp.c_proj")
 
 
+def with_adapters(params: dict[str, np.ndarray], adapters: dict[str, np.ndarray], lora: LoraConfig) -> dict:
+    """`params` and LoRA `adapters` in one float64 dict for `linear`; each B holds scale * B, since
+    (x @ A) @ (scale * B) = scale * (x @ A) @ B. Biases or norms trained beside the adapters replace the base's."""
+    p = {name: value.astype(np.float64) for name, value in {**params, **adapters}.items()}
+    for name in adapters:
+        if name.endswith(".lora_B"):
+            p[name] = lora.scale * p[name]
+    return p
+
+
 def forward(
-    config: GPTConfig, params: dict[str, np.ndarray], tokens: np.ndarray
+    config: GPTConfig,
+    params: dict[str, np.ndarray],
+    tokens: np.ndarray,
+    adapters: dict[str, np.ndarray] | None = None,
+    lora: LoraConfig | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Logits (B, T, vocab_size) in float64 and each layer's attention weights (B, H, T, T)."""
+    """Logits (B, T, vocab_size) in float64 and each layer's attention weights (B, H, T, T); with LoRA
+    `adapters` (and their `lora` config) the adapted model's."""
     tokens = np.asarray(tokens)
     B, T = tokens.shape
     if T > config.block_size:
         raise ValueError(f"sequence length {T} exceeds block_size={config.block_size}: pass at most that many tokens")
-    p = {name: value.astype(np.float64) for name, value in params.items()}
+    if adapters:
+        p = with_adapters(params, adapters, lora)
+    else:
+        p = {name: value.astype(np.float64) for name, value in params.items()}
     x = p["wte.weight"][tokens]  # (B, T, C)
     if config.position == "learned":  # (rope turns queries and keys inside attention instead)
         x = x + p["wpe.weight"][np.arange(T)]
@@ -133,9 +155,12 @@ def forward(
     return x @ head.T, attention_maps  # (B, T, C) @ (C, V) -> (B, T, V)
 
 
-def logits(config: GPTConfig, params: dict[str, np.ndarray], tokens: np.ndarray) -> np.ndarray:
+def logits(
+    config: GPTConfig, params: dict[str, np.ndarray], tokens: np.ndarray, adapters: dict | None = None,
+    lora: LoraConfig | None = None,
+) -> np.ndarray:
     """Next-token logits for int tokens (B, T): float32 (B, T, vocab_size)."""
-    return forward(config, params, tokens)[0].astype(np.float32)
+    return forward(config, params, tokens, adapters, lora)[0].astype(np.float32)
 
 
 def cross_entropy(logits: np.ndarray, targets: np.ndarray, ignore_index: int = -1) -> float:
@@ -148,6 +173,9 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray, ignore_index: int = -
     return float(-(picked * keep).sum() / max(int(keep.sum()), 1))
 
 
-def loss(config: GPTConfig, params: dict[str, np.ndarray], tokens: np.ndarray, targets: np.ndarray) -> float:
-    """Mean next-token cross-entropy of the model on (tokens, targets), both (B, T)."""
-    return cross_entropy(forward(config, params, tokens)[0], targets)
+def loss(
+    config: GPTConfig, params: dict[str, np.ndarray], tokens: np.ndarray, targets: np.ndarray,
+    adapters: dict | None = None, lora: LoraConfig | None = None,
+) -> float:
+    """Mean next-token cross-entropy of the model (with LoRA `adapters`, if given) on (tokens, targets), both (B, T)."""
+    return cross_entropy(forward(config, params, tokens, adapters, lora)[0], targets)
