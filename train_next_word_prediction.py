@@ -22,7 +22,10 @@ from core.cli.flags import (
     add_compare_command,
     add_convert_commands,
     add_dataclass_flags,
+    add_lora_flags,
+    add_merge_lora_command,
     add_serve_command,
+    lora_flags,
 )
 from core.model.config import DTYPES, GPTConfig, TrainConfig
 from core.train.commands import DEFAULT_PRESET, RUN_PRESETS
@@ -78,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train a backward model: every token stream reversed")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     t.add_argument("--sample-tokens", type=int, default=48, help="tokens in the sample shown at each evaluation")
+    add_lora_flags(t)
     add_dataclass_flags(t, GPTConfig)
     add_dataclass_flags(t, TrainConfig)
     for name, help_text in (("generate", "continue prompts with a trained model"),
@@ -107,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_convert_commands(sub)
     add_serve_command(sub)
     add_compare_command(sub)
+    add_merge_lora_command(sub)
     for command in sub.choices.values():
         command.add_argument("--config", default=None, metavar="TOML",
                              help="a TOML file of settings named as the flags (e.g. configs/baby-gpt.toml, or a run's "
@@ -162,7 +167,7 @@ def run_train(a: argparse.Namespace) -> int:
                          preset=a.preset, data=a.data, tokenizer=a.tokenizer, max_data_mb=a.max_data_mb,
                          reverse=a.reverse, out=a.out, resume=a.resume, extend_steps=a.extend_steps,
                          init_from=a.init_from, tensorboard=bool(a.tensorboard), explain=a.explain,
-                         progress=not a.no_progress, sample_tokens=a.sample_tokens)
+                         progress=not a.no_progress, sample_tokens=a.sample_tokens, lora_flags=lora_flags(a))
 
 
 # ---- the handlers: each calls core/<package>/commands.py with every flag passed by name (conversions: no backend)
@@ -236,6 +241,12 @@ def run_compare(a: argparse.Namespace) -> int:
                                              given(a, TrainConfig), a.data, a.tokenizer, a.max_data_mb, a.out)
 
 
+def run_merge_lora(a: argparse.Namespace) -> int:
+    from core.train.lora_checkpoint import merge_lora
+
+    return merge_lora(a.checkpoint, a.step, a.out)
+
+
 def run_codecheck(a: argparse.Namespace) -> int:
     return commands("evaluate").codecheck(
         make_backend(a), a.checkpoint, a.step, samples=a.samples, max_new_tokens=a.max_new_tokens,
@@ -250,7 +261,7 @@ DISPATCH = {
     "attention": run_attention, "codecheck": run_codecheck,
     "export-hf": run_export_hf, "import-hf": run_import_hf, "quantize": run_quantize,
     "serve": run_serve,
-    "compare": run_compare,
+    "compare": run_compare, "merge-lora": run_merge_lora,
 }
 
 

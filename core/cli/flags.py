@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 
 from core.model.config import GPTConfig, TrainConfig, field_help
+from core.model.lora import VALID_TARGETS, LoraConfig
 
 ANALYSIS_COMMANDS = ("evaluate", "analyze", "lambada", "bidirectional", "attention", "codecheck")
 
@@ -138,3 +139,30 @@ def add_analysis_commands(sub) -> None:
     cc.add_argument("--seed", type=int, default=0, help="seeds the choice of signatures, the sampler and the baseline")
     cc.add_argument("--data", default=None, help="Python source folder (default: the built-in corpus)")
     cc.add_argument("--show", type=int, default=2, help="completions to print")
+
+
+def add_lora_flags(parser: argparse.ArgumentParser) -> None:
+    """train's --lora-* flags (core/model/lora.py): LoRA adapters on the frozen --init-from model."""
+    default = LoraConfig()
+    parser.add_argument("--lora-rank", type=int, default=None, metavar="R",
+                        help="fine-tune --init-from with LoRA adapters of rank R, its own weights frozen")
+    parser.add_argument("--lora-alpha", type=float, default=None, metavar="A",
+                        help=f"adapters are scaled by A / R (default: {default.alpha:g})")
+    parser.add_argument("--lora-targets", default=None, metavar="NAMES",
+                        help=f"comma-separated layers to adapt, of {', '.join(VALID_TARGETS)} "
+                        f"(default: {','.join(default.targets)})")
+    parser.add_argument("--lora-train-biases", action="store_true", default=None, help="LoRA: also train the biases")
+    parser.add_argument("--lora-train-norms", action="store_true", default=None,
+                        help="LoRA: also train the LayerNorm/RMSNorm parameters")
+
+
+def lora_flags(args: argparse.Namespace) -> dict:
+    """The --lora-* flags given, by LoraConfig field."""
+    names = ("rank", "alpha", "targets", "train_biases", "train_norms")
+    return {n: getattr(args, f"lora_{n}") for n in names if getattr(args, f"lora_{n}", None) is not None}
+
+
+def add_merge_lora_command(sub) -> None:
+    m = sub.add_parser("merge-lora", help="fold a LoRA run's adapters into its base: a plain checkpoint")
+    add_checkpoint_flags(m)
+    m.add_argument("--out", default=None, help="the checkpoint folder to write (default: RUN-merged beside the run)")

@@ -4,6 +4,8 @@ A checkpoint is a folder:
 
     model.safetensors       the parameters, `core.model.params` names, float32 (tied weights stored once);
                             or int8 weights with scales (`core/convert/quantize.py`, meta has "quantization")
+    adapters.safetensors    instead of model.safetensors in a LoRA run's checkpoint: only what trains, the
+                            base named in meta.json, never copied (`core/train/lora_checkpoint.py`)
     optimizer.safetensors   AdamW state (`step`, `exp_avg.*`, `exp_avg_sq.*`), only where training can resume
     tokenizer.json          the tokenizer, so text goes in and out exactly as in training
     meta.json               format version, time, model config and `core.train.meta.CheckpointMeta`:
@@ -43,6 +45,7 @@ MODEL_FILE, OPTIMIZER_FILE, TOKENIZER_FILE, META_FILE = (
     "tokenizer.json",
     "meta.json",
 )
+ADAPTERS_FILE = "adapters.safetensors"
 
 
 @dataclass
@@ -53,6 +56,10 @@ class Checkpoint:
     tokenizer_json: str | None = None
     optimizer_state: dict[str, np.ndarray] | None = None
     path: Path | None = field(default=None, compare=False)
+    # A LoRA checkpoint (meta.lora set): its adapters and the base weights they adapt; `params` is then
+    # the two merged, what every command that uses a model reads.
+    adapters: dict[str, np.ndarray] | None = None
+    base_params: dict[str, np.ndarray] | None = field(default=None, compare=False)
 
     @property
     def step(self) -> int:
@@ -73,7 +80,12 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        files = {MODEL_FILE: save({k: np.ascontiguousarray(v) for k, v in checkpoint.params.items()})}
+        run_meta = checkpoint.meta
+        if checkpoint.adapters is not None:  # LoRA: the adapters alone, the base named in meta.json
+            files = {ADAPTERS_FILE: save({k: np.ascontiguousarray(v) for k, v in checkpoint.adapters.items()})}
+        else:  # plain weights (a merged LoRA model too: it no longer depends on a base)
+            files = {MODEL_FILE: save({k: np.ascontiguousarray(v) for k, v in checkpoint.params.items()})}
+            run_meta = run_meta.replace(lora=None, lora_base=None)
         if checkpoint.optimizer_state is not None:
             files[OPTIMIZER_FILE] = save({k: np.ascontiguousarray(v) for k, v in checkpoint.optimizer_state.items()})
         if checkpoint.tokenizer_json is not None:
@@ -81,7 +93,7 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
         meta = {
             "format_version": FORMAT_VERSION,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **checkpoint.meta.to_json(),
+            **run_meta.to_json(),
             "model_config": checkpoint.config.to_dict(),
             "checksums": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
         }
@@ -198,8 +210,11 @@ def load_checkpoint(path: str | Path, which: str | int = "last", optimizer: bool
         checksums = meta.get("checksums", {})  # absent in checkpoints written before checksums
         config = GPTConfig.from_dict(meta["model_config"])
         run_meta = CheckpointMeta.from_json({k: v for k, v in meta.items() if k not in FILE_KEYS})
-        params = load(_read(folder, MODEL_FILE, checksums))
-        check_model_params(config, params)  # float32, or int8 pairs (core/convert/quantize.py)
+        if run_meta.lora:
+            adapters, params = load(_read(folder, ADAPTERS_FILE, checksums)), None
+        else:
+            adapters, params = None, load(_read(folder, MODEL_FILE, checksums))
+            check_model_params(config, params)  # float32, or int8 pairs (core/convert/quantize.py)
         with_state = optimizer and (folder / OPTIMIZER_FILE).exists()
         state = load(_read(folder, OPTIMIZER_FILE, checksums)) if with_state else None
         has_tokenizer = (folder / TOKENIZER_FILE).exists() or TOKENIZER_FILE in checksums
@@ -208,7 +223,12 @@ def load_checkpoint(path: str | Path, which: str | int = "last", optimizer: bool
         raise ValueError(f"checkpoint {folder} is corrupt or incomplete ({err}): retrain or pick another") from None
     if optimizer and state is None:
         raise ValueError(f"checkpoint {folder} has no optimizer state, so training cannot resume from it: use `last`")
-    return Checkpoint(config, params, run_meta, tokenizer, state, folder)
+    base = None
+    if adapters is not None:  # the base is read (and checked against its recorded sha256) outside the try
+        from core.train.lora_checkpoint import adapted_params
+
+        base, params = adapted_params(run_meta, config, adapters)
+    return Checkpoint(config, params, run_meta, tokenizer, state, folder, adapters, base)
 
 
 def load_best_or_last(path: str | Path, which: str | int = "best") -> Checkpoint:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from core.model.config import PRESETS, TrainConfig
 from core.model.interface import Backend
+from core.model.lora import LoraConfig
 
 DEFAULT_PRESET = "default"  # the README's first command: a few minutes on a 2-core CPU
 RUN_PRESETS = {**PRESETS, "default": dict(n_layer=2, n_head=4, n_embd=64, block_size=64)}
@@ -24,8 +25,9 @@ def train_command(make_backend: Callable[[], Backend], model_flags: dict, train_
                   tokenizer: str | None = None, max_data_mb: float | None = None, reverse: bool | None = None,
                   out: str | None = None, resume: str | None = None, extend_steps: int | None = None,
                   init_from: str | None = None, tensorboard: bool = False, explain: bool = False,
-                  progress: bool = True, sample_tokens: int = 48) -> int:
-    """Train; with `resume` continue a run, with `init_from` fine-tune a trained model in a new run.
+                  progress: bool = True, sample_tokens: int = 48, lora_flags: dict | None = None) -> int:
+    """Train; with `resume` continue a run, with `init_from` fine-tune a trained model in a new run
+    (with `lora_flags`, the given --lora-* values by LoraConfig field: LoRA adapters on its frozen weights).
     `model_flags`/`train_flags`: the GPTConfig and TrainConfig fields given on the command line (None
     arguments: not given). `make_backend` runs only once every setting has been checked."""
     from core.data.dataset import DataSettings
@@ -40,6 +42,7 @@ def train_command(make_backend: Callable[[], Backend], model_flags: dict, train_
         check_tensorboard()
     if init_from and resume:
         raise ValueError("--init-from starts a new run and --resume continues one: pass only one of them")
+    lora = lora_config(lora_flags or {}, init_from, resume)
     init = resumed = None
     if resume:  # the same run continued: its own settings, only evaluation flags may change
         resumed, run_dir = resuming.load_resume(resume), resuming.run_dir_of(resume)
@@ -76,7 +79,23 @@ def train_command(make_backend: Callable[[], Backend], model_flags: dict, train_
     if resumed is not None:
         resuming.check_world_size(resumed, backend.world_size)
     return run_training(backend, model_fields, train_config, settings, run_dir, resumed, explain, progress,
-                        sample_tokens, init, tensorboard)
+                        sample_tokens, init, tensorboard, lora)
+
+
+def lora_config(flags: dict, init_from: str | None, resume: str | None) -> LoraConfig | None:
+    """The LoRA config the --lora-* flags ask for (None: a full fine-tune or a new model), checked up front."""
+    if not flags:
+        return None
+    if resume:
+        raise ValueError("--resume continues a run with its own settings (LoRA ones too): drop the --lora-* flags")
+    if "rank" not in flags:
+        raise ValueError("--lora-* settings take effect with LoRA: add --lora-rank R (e.g. 8)")
+    if not init_from:
+        raise ValueError("--lora-rank adapts a trained model: pass --init-from CHECKPOINT (a run, a checkpoint or a "
+                         "Hugging Face folder)")
+    if isinstance(flags.get("targets"), str):
+        flags = {**flags, "targets": tuple(t.strip() for t in flags["targets"].split(",") if t.strip())}
+    return LoraConfig(**flags)
 
 
 def compare_command(backend: Backend, models_file: str | None, model_specs: list[str] | None, model_flags: dict,

@@ -37,6 +37,7 @@ class InitialWeights:
     tokenizer_kind: str  # "bpe" or "char"
     direction: str  # "forward" or "backward": a fine-tuned model keeps its reading direction
     source: str  # the folder the weights came from, recorded in the new run's checkpoints
+    folder: str | None = None  # the checkpoint folder read (a run's best or last), which a LoRA run names as its base
 
 
 def _load(path: Path) -> Checkpoint:
@@ -75,7 +76,8 @@ def load_initial_weights(path: str | Path, given_model_fields: dict) -> InitialW
     changes = {k: v for k, v in given_model_fields.items() if k in ADJUSTABLE}
     config = dataclasses.replace(config, **changes)
     kind = tokenizer_from_json(checkpoint.tokenizer_json).kind
-    return InitialWeights(config, params, checkpoint.tokenizer_json, kind, checkpoint.meta.direction, str(path))
+    folder = str(checkpoint.path or path)
+    return InitialWeights(config, params, checkpoint.tokenizer_json, kind, checkpoint.meta.direction, str(path), folder)
 
 
 def check_init_matches(init: InitialWeights, train_config: TrainConfig, settings: DataSettings) -> None:

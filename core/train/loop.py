@@ -30,6 +30,7 @@ from core.model.config import GPTConfig, TrainConfig
 from core.model.interface import Backend, Model
 from core.model.params import init_params
 from core.train.checkpoint import Checkpoint, prune_step_checkpoints, save_checkpoint
+from core.train.lora_checkpoint import LoraStart
 from core.train.meta import CheckpointMeta
 from core.train.metrics_log import MetricsLog
 from core.train.schedule import learning_rate
@@ -61,6 +62,7 @@ def train(
     keep_checkpoints: int = 3,
     initial_params: dict[str, np.ndarray] | None = None,
     tensorboard: bool = False,
+    lora: LoraStart | None = None,
 ) -> TrainResult:
     """Train `config` on `data` until `train_config.steps`, an interrupt, early stopping or a bad loss.
 
@@ -68,7 +70,9 @@ def train(
     step)` returns a short text shown at each evaluation. With several data-parallel processes
     (`backend.world_size` > 1) each draws its own batches from the shared seeded stream, and only
     rank 0 evaluates, logs and writes files. `initial_params` start a new run from trained weights
-    (fine-tuning) instead of `init_params`; `tensorboard` also writes TensorBoard event files.
+    (fine-tuning) instead of `init_params`; `tensorboard` also writes TensorBoard event files. With
+    `lora`, `initial_params` (or the resumed checkpoint's base) stay frozen and only its adapters train;
+    checkpoints then hold the adapters alone (core/train/lora_checkpoint.py).
     """
     run_dir = Path(run_dir)
     tc, rank, world = train_config, backend.rank, backend.world_size
@@ -80,7 +84,11 @@ def train(
         params = resume.params
     else:
         params = initial_params if initial_params is not None else init_params(config, seed=tc.seed)
-    model = backend.build(config, params, tc)
+    if lora is not None:  # frozen base, trainable adapters
+        base, adapters = (resume.base_params, resume.adapters) if resume is not None else (params, lora.adapters)
+        model = backend.build_lora(config, base, adapters, lora.config, tc)
+    else:
+        model = backend.build(config, params, tc)
     start, best_val, evals_without_gain = 0, math.inf, 0
     if resume is not None:
         model.load_optimizer_state(resume.optimizer_state)
@@ -111,7 +119,11 @@ def train(
             versions=backend.versions(),
         )
         state = model.optimizer_state() if with_optimizer else None
-        weights = Checkpoint(config, model.params(), record, data.tokenizer.to_json(), state)
+        if lora is not None:  # the adapters only: the base stays where meta.lora_base says
+            weights = Checkpoint(config, {}, lora.meta(record), data.tokenizer.to_json(), state,
+                                 adapters=model.adapters())
+        else:
+            weights = Checkpoint(config, model.params(), record, data.tokenizer.to_json(), state)
         save_checkpoint(run_dir / "checkpoints" / name, weights)
 
     def evaluate(step: int, loss: float) -> tuple[dict, bool]:
@@ -168,7 +180,8 @@ def train(
             result.tokens_per_second = window_tokens / elapsed if elapsed > 0 else 0.0
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{result.tokens_per_second:,.0f}")
-            record = {"step": done, "train_loss": loss, "lr": lr, "tokens_per_second": result.tokens_per_second}
+            record = {"step": done, "train_loss": loss, "lr": lr, "tokens_per_second": result.tokens_per_second,
+                      "grad_norm": model.last_grad_norm()}  # before clipping
             evaluating = done % tc.eval_every == 0 or done == tc.steps
             stopping = backend.any_rank(stop.signal_name is not None)
             if evaluating and lead:

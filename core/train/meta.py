@@ -41,6 +41,8 @@ class CheckpointMeta:
     imported_from: str | None = None  # a Hugging Face folder, for `import-hf` output
     init_from: str | None = None  # the checkpoint a fine-tuning run started from (`train --init-from`)
     source: str | None = None
+    lora: dict | None = None  # a LoRA run's `LoraConfig.to_dict()` (core/model/lora.py); None for plain weights
+    lora_base: dict | None = None  # the base a LoRA checkpoint adapts: {"path", "sha256"} of its model.safetensors
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:

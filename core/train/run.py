@@ -18,12 +18,14 @@ from core.data.tokenizer import tokenizer_from_json
 from core.evaluate.metrics import unigram_loss
 from core.model.config import GPTConfig, TrainConfig
 from core.model.interface import Backend
+from core.model.lora import LoraConfig, count_trainable, init_adapters
 from core.model.params import count_params
 from core.plots.training_curve import plot_training_curve
 from core.train.checkpoint import Checkpoint
 from core.train.explain import explain
 from core.train.init_from import InitialWeights, check_init_matches
 from core.train.loop import train
+from core.train.lora_checkpoint import LoraStart, base_reference
 from core.train.meta import CheckpointMeta
 from core.train.resume import check_same_vocabulary
 from core.train.run_config import CONFIG_FILE, write_run_config
@@ -77,6 +79,17 @@ def make_sampler(tokenizer, max_new_tokens: int, seed: int, reverse: bool = Fals
     return sample
 
 
+def lora_start(resume: Checkpoint | None, init: InitialWeights | None, lora: LoraConfig | None, config: GPTConfig,
+               seed: int) -> LoraStart | None:
+    """A LoRA run's config, base and first adapters: fresh ones on `init`, or the resumed checkpoint's own."""
+    if resume is not None and resume.meta.lora:
+        return LoraStart(LoraConfig.from_dict(resume.meta.lora), resume.meta.lora_base, resume.adapters)
+    if lora is None or init is None:
+        return None
+    base = base_reference(init.folder or init.source)
+    return LoraStart(lora, base, init_adapters(config, lora, init.params, seed))
+
+
 def run_training(
     backend: Backend,
     model_fields: dict | None,
@@ -89,10 +102,12 @@ def run_training(
     sample_tokens: int = 48,
     init: InitialWeights | None = None,
     tensorboard: bool = False,
+    lora: LoraConfig | None = None,
 ) -> int:
     """Prepare the data, finish the model config (`model_fields`; the tokenizer sets the vocabulary),
     train, and report. With `resume`, its config and tokenizer are used instead; with `init`
-    (fine-tuning), its config, tokenizer and weights, with a fresh optimizer and schedule."""
+    (fine-tuning), its config, tokenizer and weights, with a fresh optimizer and schedule; with `init`
+    and `lora`, LoRA adapters on its frozen weights (a resumed LoRA run keeps its own)."""
     from core.data.direction import reverse_tokens
 
     if init is not None:
@@ -122,9 +137,10 @@ def run_training(
         data.train, data.val = reverse_tokens(data.train), reverse_tokens(data.val)
     check_length(data.train, config.block_size, "training")
     check_length(data.val, config.block_size, "validation")
+    adapting = lora_start(resume, init, lora, config, train_config.seed)
     if backend.rank != 0:  # data-parallel helpers train silently; rank 0 reports and writes
         train(backend, config, train_config, data, run_dir, resume=resume, progress=False,
-              initial_params=init.params if init else None)
+              initial_params=init.params if init else None, lora=adapting)
         return 0
 
     tc, world = train_config, backend.world_size
@@ -136,6 +152,11 @@ def run_training(
           f"vocabulary {config.vocab_size:,})")
     print(f"model: {count_params(config):,} parameters ({config.n_layer} layers, {config.n_head} heads, "
           f"{config.n_embd} dims, context {config.block_size})")
+    if adapting is not None:
+        trainable, lora = count_trainable(config, adapting.config), adapting.config
+        print(f"LoRA: {trainable:,} trainable parameters ({100 * trainable / count_params(config):.2f}%; rank "
+              f"{lora.rank}, alpha {lora.alpha:g}, on {', '.join(lora.targets)}); the base stays frozen in "
+              f"{adapting.base['path']}")
     print(f"run folder: {run_dir}" + (f" (resuming at step {resume.step})" if resume else ""))
     print(f"global batch: {tc.batch_size} sequences x {tc.grad_accum} accumulation x {world} process(es) = "
           f"{tc.batch_size * tc.grad_accum * world * config.block_size:,} tokens per step; peak learning rate {tc.lr}")
@@ -145,7 +166,9 @@ def run_training(
     resume_command = command("--backend", backend.name, "--resume", run_dir)
     if resume is None:  # what `--config run_dir/config.toml` needs to repeat this run
         run_dir.mkdir(parents=True, exist_ok=True)  # only now: everything above has been checked
-        extra = {"tensorboard": tensorboard, **({"init_from": init.source} if init else {})}
+        extra = {"tensorboard": tensorboard, **({"init_from": init.source} if init else {}),
+                 **({f"lora_{k}": ",".join(v) if k == "targets" else v for k, v in lora.to_dict().items()}
+                    if lora else {})}
         save_effective_config(run_dir, backend.name, settings, config, tc, sample_tokens, extra)
     meta = CheckpointMeta(
         run_settings={"data": settings.data, "tokenizer": settings.tokenizer, "max_data_mb": settings.max_data_mb},
@@ -159,7 +182,7 @@ def run_training(
     if init is not None:
         print(f"fine-tuning from {init.source}: its weights and tokenizer, a fresh optimizer and schedule")
     result = train(backend, config, tc, data, run_dir, resume=resume, meta=meta, sample=sample, progress=progress,
-                   initial_params=init.params if init else None, tensorboard=tensorboard)
+                   initial_params=init.params if init else None, tensorboard=tensorboard, lora=adapting)
 
     if (run_dir / "metrics.jsonl").exists():
         plot_training_curve(run_dir / "metrics.jsonl", run_dir / "training_curve.png", baseline)

@@ -2,8 +2,8 @@
 
 Written with TensorBoard's own framework-free writer (`tensorboard` package: its event-file writer
 and the scalar and text plugins' summary protos), so neither torch nor TensorFlow is imported.
-`tensorboard --logdir runs/` then shows train and validation loss, learning rate, tokens/s and the
-sample text of each evaluation for every run side by side.
+`tensorboard --logdir runs/` then shows train and validation loss, learning rate, tokens/s, the
+gradient norm (before clipping) and the sample text of each evaluation for every run side by side.
 
 On resume the writer first records a session start at the resumed step: TensorBoard then drops
 events of later steps written before the interruption, so each step is shown once, as in
@@ -21,6 +21,7 @@ TAGS = {
     "train_loss": "train/loss",
     "lr": "train/learning_rate",
     "tokens_per_second": "train/tokens_per_second",
+    "grad_norm": "train/grad_norm",
     "val_loss": "val/loss",
     "val_accuracy": "val/accuracy",
     "val_perplexity": "val/perplexity",
