@@ -149,7 +149,8 @@ def test_tensorboard_events_hold_the_metrics(base_run, tmp_path, capsys):
     val_loss = {e.step: float(make_ndarray(e.tensor_proto)) for e in events.Tensors("val/loss")}
     assert sorted(val_loss) == [5, 10]
     assert val_loss[10] == pytest.approx(logged[10]["val_loss"], rel=1e-6)
-    tags = {"train/learning_rate", "train/tokens_per_second", "val/accuracy", "val/perplexity", "sample"}
+    tags = {"train/learning_rate", "train/tokens_per_second", "train/grad_norm", "val/accuracy", "val/perplexity",
+            "sample"}
     assert tags <= set(events.Tags()["tensors"])
     samples = [make_ndarray(e.tensor_proto).item().decode() for e in events.Tensors("sample")]
     assert len(samples) == 2 and all(isinstance(s, str) for s in samples)
