@@ -5,10 +5,10 @@
 1. The base: the command line's default run (2 layers, 64 dims, BPE 8192) on the built-in corpus
    (Python's standard library source), with torch.
 2. The new text: English prose instead of Python, on every machine with this checkout: README.md and
-   docs/*.md, cut into one document per `##` section (so the validation split, chosen by a hash of
-   each document's name, gets several of them), written to runs/finetune-example/text/.
-3. Two fine-tuning runs from the base on that text, with the same steps, batches, seed and learning
-   rate: LoRA (`--lora-rank 8`, adapters on c_attn and both c_proj) and full fine-tuning.
+   docs/*.md, cut between paragraphs into documents of about 1,500 characters (so the validation split,
+   chosen by a hash of each document's name, gets several of them), written to runs/finetune-example/text/.
+3. Fine-tuning runs from the base on that text, with the same steps, batches and seed: LoRA (`--lora-rank 8`,
+   adapters on c_attn and both c_proj) and full fine-tuning at the same learning rate, and LoRA at 10x it.
 
 Reported per run: validation loss on the new text before (the base, on the same validation batches the
 run evaluates) and after; validation loss on the base's own corpus after (what it forgot); trainable
@@ -49,25 +49,34 @@ BASE = f"{CLI} --backend torch --steps 300 --no-progress --out {FOLDER}/base"
 # The same for both fine-tuning runs; eval_batches/batch_size/seed decide the validation batches below.
 TUNE = (f"{CLI} --backend torch --init-from {FOLDER}/base --data {FOLDER}/text --steps 150 --batch-size 16 "
         "--lr 1e-3 --min-lr 1e-4 --warmup-steps 15 --eval-every 50 --eval-batches 4 --seed 1337 --no-progress")
+LORA = "--lora-rank 8 --lora-alpha 16 --lora-targets c_attn,c_proj"
+# Run name -> its command. LoRA is usually given a larger learning rate than full fine-tuning (its B starts
+# at zero and its updates are few numbers): the third run is LoRA at 10x the rate, otherwise the same.
 RUNS = {
-    "LoRA": f"{TUNE} --lora-rank 8 --lora-alpha 16 --lora-targets c_attn,c_proj --out {FOLDER}/lora",
+    "LoRA": f"{TUNE} {LORA} --out {FOLDER}/lora",
     "full": f"{TUNE} --out {FOLDER}/full",
+    "LoRA, lr 1e-2": f"{TUNE.replace('--lr 1e-3 --min-lr 1e-4', '--lr 1e-2 --min-lr 1e-3')} {LORA} "
+                     f"--out {FOLDER}/lora-lr1e-2",
 }
 EVAL = {"batch_size": 16, "eval_batches": 4, "seed": 1337}  # as TUNE says
 
 
-def write_text(out: Path) -> dict:
-    """README.md and docs/*.md as one document per `##` section."""
+def write_text(out: Path, chunk_chars: int = 1500) -> dict:
+    """README.md and docs/*.md as documents of about `chunk_chars` characters, cut between paragraphs."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     sources = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     n = 0
     for source in sources:
-        for i, section in enumerate(re.split(r"\n(?=## )", source.read_text())):
-            if section.strip():
-                (out / f"{source.stem}-{i:03d}.md").write_text(section)
-                n += 1
+        chunks = [""]
+        for paragraph in re.split(r"\n\n+", source.read_text()):
+            if len(chunks[-1]) > chunk_chars:
+                chunks.append("")
+            chunks[-1] += paragraph + "\n\n"
+        for i, chunk in enumerate(chunks):
+            (out / f"{source.stem}-{i:03d}.md").write_text(chunk)
+            n += 1
     return {"sources": [str(s.relative_to(ROOT)) for s in sources], "documents": n,
             "bytes": sum(len(s.read_bytes()) for s in sources)}
 
@@ -90,6 +99,10 @@ def validation_loss(checkpoint, data_path: str | None) -> float:
     return evaluate_batches(model, batches)["loss"]
 
 
+def out_folder(command: str) -> str:
+    return command.split("--out ")[1].split()[0]
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
@@ -102,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (ROOT / FOLDER / "base" / "checkpoints").is_dir():
         base_time = run(BASE)
     results["text"] = write_text(ROOT / FOLDER / "text")
-    for name in RUNS:
-        shutil.rmtree(ROOT / FOLDER / name.lower(), ignore_errors=True)
+    for command in RUNS.values():
+        shutil.rmtree(ROOT / out_folder(command), ignore_errors=True)
     base = load_checkpoint(ROOT / FOLDER / "base", "best")
     text = str(ROOT / FOLDER / "text")
     base_corpus = base.meta.run_settings.get("data")  # None: the built-in corpus
@@ -112,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                        "weights_bytes": (base.path / MODEL_FILE).stat().st_size}
     for name, command in RUNS.items():
         wall = run(command)
-        folder = ROOT / FOLDER / name.lower()
+        folder = ROOT / out_folder(command)
         tuned = load_checkpoint(folder, "last")
         lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
         lora = LoraConfig.from_dict(tuned.meta.lora) if tuned.meta.lora else None
@@ -137,39 +150,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(r: dict) -> str:
-    lora, full = r["LoRA"], r["full"]
-    rows = [
-        ("trainable parameters", f"{lora['trainable_parameters']:,}", f"{full['trainable_parameters']:,}"),
-        ("validation loss on the new text, before", f"{lora['val_loss_new_text']['before']:.3f}",
-         f"{full['val_loss_new_text']['before']:.3f}"),
-        ("validation loss on the new text, after", f"{lora['val_loss_new_text']['after']:.3f}",
-         f"{full['val_loss_new_text']['after']:.3f}"),
-        ("validation loss on the base's corpus, after (before: "
-         f"{r['base']['val_loss']['base_corpus']:.3f})", f"{lora['val_loss_base_corpus_after']:.3f}",
-         f"{full['val_loss_base_corpus_after']:.3f}"),
-        ("weights file of the checkpoint", f"{lora['weights_file']}, {lora['weights_bytes'] / 1e3:,.1f} kB",
-         f"{full['weights_file']}, {full['weights_bytes'] / 1e3:,.1f} kB"),
-        ("whole `last` checkpoint (with AdamW state)", f"{lora['last_checkpoint_bytes'] / 1e3:,.1f} kB",
-         f"{full['last_checkpoint_bytes'] / 1e3:,.1f} kB"),
-        ("wall time of the command", f"{lora['wall_s']:.0f} s", f"{full['wall_s']:.0f} s"),
-        ("training tokens/s (last 10 steps)", f"{lora['tokens_per_second']:,}", f"{full['tokens_per_second']:,}"),
-    ]
+    names = list(RUNS)
+    runs = [r[n] for n in names]
+
+    def row(label: str, cell) -> str:
+        return f"| {label} | " + " | ".join(cell(x) for x in runs) + " |"
+
     m = r["machine"]
     lines = [
         "# Fine-tuning example: LoRA and full fine-tuning of one base model on new text",
         "",
         f"Base: {r['base']['parameters']:,} parameters, the default run on the built-in corpus "
         f"(`{r['commands']['base']}`). New text: {', '.join(r['text']['sources'])} "
-        f"({r['text']['bytes'] / 1e3:.0f} kB, {r['text']['documents']} sections as documents).",
+        f"({r['text']['bytes'] / 1e3:.0f} kB, cut into {r['text']['documents']} documents). Validation loss of the "
+        f"base before fine-tuning: {r['base']['val_loss']['new_text']:.3f} on the new text, "
+        f"{r['base']['val_loss']['base_corpus']:.3f} on its own corpus.",
         "",
-        "| | LoRA | full |",
-        "| --- | --- | --- |",
-        *(f"| {a} | {b} | {c} |" for a, b, c in rows),
+        "| | " + " | ".join(names) + " |",
+        "| --- |" + " --- |" * len(names),
+        row("trainable parameters", lambda x: f"{x['trainable_parameters']:,}"),
+        row("validation loss on the new text, after", lambda x: f"{x['val_loss_new_text']['after']:.3f}"),
+        row("validation loss on the base's corpus, after", lambda x: f"{x['val_loss_base_corpus_after']:.3f}"),
+        row("weights file of the checkpoint", lambda x: f"{x['weights_file']}, {x['weights_bytes'] / 1e3:,.1f} kB"),
+        row("whole `last` checkpoint (AdamW, tokenizer)", lambda x: f"{x['last_checkpoint_bytes'] / 1e3:,.1f} kB"),
+        row("wall time of the command", lambda x: f"{x['wall_s']:.0f} s"),
+        row("training tokens/s (last 10 steps)", lambda x: f"{x['tokens_per_second']:,}"),
         "",
         "Commands (from the repository root):",
         "",
         "```bash",
-        *(f"{c}" for c in r["commands"].values()),
+        *r["commands"].values(),
         "```",
         "",
         f"Written by `python -m benchmarks.finetune_example` on {m['cpu']} ({m['cpus']} CPUs, load average "

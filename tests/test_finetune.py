@@ -106,8 +106,9 @@ def test_what_cannot_be_fine_tuned_is_refused(base_run, tmp_path):
         load_initial_weights(tmp_path / "bare", {})
 
 
-def test_fine_tune_a_hugging_face_folder(tmp_path, capsys):
-    """A random GPT2LMHeadModel saved with save_pretrained (no download) is fine-tuned as it is."""
+def random_hf_folder(tmp_path: Path):
+    """A random GPT2LMHeadModel saved with save_pretrained in tmp_path/hf (no download), a text in
+    tmp_path/code.txt to tune it on; its config."""
     transformers = pytest.importorskip("transformers")
     from core.data.tokenizer import train_tokenizer
     from core.model.config import GPTConfig
@@ -123,6 +124,12 @@ def test_fine_tune_a_hugging_face_folder(tmp_path, capsys):
                      tmp_path / "hf")
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf")  # a real Hugging Face folder
     hf.save_pretrained(tmp_path / "hf")
+    return config
+
+
+def test_fine_tune_a_hugging_face_folder(tmp_path, capsys):
+    """A random GPT2LMHeadModel saved with save_pretrained (no download) is fine-tuned as it is."""
+    config = random_hf_folder(tmp_path)
     code, out = train(["--data", str(tmp_path / "code.txt"), "--init-from", str(tmp_path / "hf"), "--steps", "4",
                        "--batch-size", "2", "--eval-every", "4", "--eval-batches", "1", "--no-progress",
                        "--out", str(tmp_path / "ft")], capsys)

@@ -17,18 +17,11 @@ from core.data.dataset import prepare_dataset
 from core.data.tokenizer import tokenizer_from_json
 from core.model.lora import LoraConfig, init_adapters, trainable_shapes
 from core.train.checkpoint import ADAPTERS_FILE, MODEL_FILE, load_checkpoint
-from tests.test_finetune import TINY, metrics, train
+from tests import test_finetune
+from tests.test_finetune import TINY, metrics, random_hf_folder, train
 
+base_run = test_finetune.base_run  # the same fixture: a short run to adapt
 LORA = ["--lora-rank", "4", "--lora-alpha", "8", "--lora-targets", "c_attn,mlp.c_fc"]
-
-
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory) -> Path:
-    """A short from-scratch run (demo model, char tokenizer) for the adapters to adapt."""
-    run = tmp_path_factory.mktemp("lora") / "base"
-    assert cli.main(["train", "--backend", "torch", *TINY, "--tokenizer", "char", "--preset", "demo",
-                     "--steps", "20", "--out", str(run)]) == 0
-    return run
 
 
 def generated(checkpoint: Path, capsys, backend: str = "torch") -> str:
@@ -148,21 +141,7 @@ def test_bad_lora_flags_are_refused_before_anything_is_written(base_run, extra, 
 @pytest.mark.slow
 def test_lora_on_a_hugging_face_folder_in_tinygrad(tmp_path, capsys):
     """A random GPT2LMHeadModel saved with save_pretrained (no download) as the base, trained in tinygrad."""
-    transformers = pytest.importorskip("transformers")
-    from core.convert.huggingface import export_hf_folder
-    from core.data.tokenizer import train_tokenizer
-    from core.model.config import GPTConfig
-    from core.model.params import init_params
-    from core.train.checkpoint import Checkpoint
-    from core.train.meta import CheckpointMeta
-
-    text = "def add(a, b):\n    return a + b\n" * 50
-    (tmp_path / "code.txt").write_text(text)
-    tokenizer = train_tokenizer("bpe", [text], vocab_size=280)
-    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16)
-    export_hf_folder(Checkpoint(config, init_params(config, seed=3), CheckpointMeta(), tokenizer.to_json()),
-                     tmp_path / "hf")
-    transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").save_pretrained(tmp_path / "hf")
+    random_hf_folder(tmp_path)
     code = cli.main(["train", "--backend", "tinygrad", "--data", str(tmp_path / "code.txt"), "--init-from",
                      str(tmp_path / "hf"), "--lora-rank", "2", "--lora-train-biases", "--steps", "4",
                      "--batch-size", "2", "--eval-every", "4", "--eval-batches", "1", "--no-progress",

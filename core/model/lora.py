@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.model.config import GPTConfig
-from core.model.params import param_shapes
+from core.model.params import check_shapes, param_shapes
 
 # Names a target may be given by: a Linear's own name (both c_proj with "c_proj") or its block and name.
 LINEARS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
@@ -122,13 +122,7 @@ def init_adapters(config: GPTConfig, lora: LoraConfig, base: dict[str, np.ndarra
 
 def check_adapters(config: GPTConfig, lora: LoraConfig, adapters: dict[str, np.ndarray]) -> None:
     """Raise ValueError unless `adapters` has exactly the names and shapes this config trains."""
-    expected = trainable_shapes(config, lora)
-    missing, extra = sorted(set(expected) - set(adapters)), sorted(set(adapters) - set(expected))
-    if missing or extra:
-        raise ValueError(f"adapters do not match the LoRA config: missing {missing[:5]}, unexpected {extra[:5]}")
-    for name, shape in expected.items():
-        if tuple(adapters[name].shape) != shape:
-            raise ValueError(f"adapter {name} has shape {tuple(adapters[name].shape)}, the config needs {shape}")
+    check_shapes(trainable_shapes(config, lora), adapters, "adapter")
 
 
 def merge(params: dict[str, np.ndarray], adapters: dict[str, np.ndarray], lora: LoraConfig) -> dict:

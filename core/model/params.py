@@ -125,10 +125,14 @@ def check_servable(config: GPTConfig) -> None:
 
 def check_params(config: GPTConfig, params: dict[str, np.ndarray]) -> None:
     """Raise ValueError if `params` does not have exactly the names and shapes of `config`."""
-    expected = param_shapes(config)
-    missing, extra = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
+    check_shapes(param_shapes(config), params, "parameter")
+
+
+def check_shapes(expected: dict[str, tuple[int, ...]], arrays: dict[str, np.ndarray], what: str) -> None:
+    """Raise ValueError unless `arrays` has exactly the names and shapes `expected` lists."""
+    missing, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
     if missing or extra:
-        raise ValueError(f"parameters do not match the config: missing {missing[:5]}, unexpected {extra[:5]}")
+        raise ValueError(f"{what}s do not match the config: missing {missing[:5]}, unexpected {extra[:5]}")
     for name, shape in expected.items():
-        if tuple(params[name].shape) != shape:
-            raise ValueError(f"parameter {name} has shape {tuple(params[name].shape)}, the config needs {shape}")
+        if tuple(arrays[name].shape) != shape:
+            raise ValueError(f"{what} {name} has shape {tuple(arrays[name].shape)}, the config needs {shape}")
