@@ -6,7 +6,8 @@
 Each candidate is `python train_next_word_prediction.py --backend tinygrad` plus its flags, run in a
 subprocess from the repository root with the token cache warm (prepared once before the first is
 timed) and timed by the wall clock: interpreter start, data loading, tinygrad's compiling, every
-evaluation, sample and checkpoint included; tinygrad's kernel cache is as this machine has it. Then,
+evaluation, sample and checkpoint included. Each row starts with an empty tinygrad kernel cache
+(`CACHEDB` in a fresh folder), so every row compiles all its kernels as a first run does. Then,
 untimed, `evaluate --backend torch` scores its best checkpoint on the first 100,000 validation
 tokens, for bits per byte (comparable across settings). The load average is sampled every 5 s while
 each trains, since the machine is shared: wall times carry that load.
@@ -23,6 +24,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -41,6 +43,8 @@ CANDIDATES: dict[str, list[str]] = {
     "300 steps, lr 6e-3": [*PREVIOUS, "--lr", "6e-3", "--min-lr", "6e-4"],
     "300 steps, lr 1e-2": [*PREVIOUS, "--lr", "1e-2", "--min-lr", "1e-3"],
     "450 steps of 8": [*PREVIOUS, "--steps", "450", "--batch-size", "8", "--warmup-steps", "45"],
+    "750 steps of 8": [*PREVIOUS, "--steps", "750", "--batch-size", "8", "--warmup-steps", "75"],
+    "1000 steps of 4": [*PREVIOUS, "--steps", "1000", "--batch-size", "4", "--warmup-steps", "100"],
     "vocabulary 4096, 400 steps": [*PREVIOUS, "--vocab-size", "4096", "--steps", "400", "--warmup-steps", "40"],
 }
 EVAL_TOKENS = 100_000
@@ -63,8 +67,8 @@ class LoadSampler(threading.Thread):
         return {"start": round(s[0], 2), "mean": round(sum(s) / len(s), 2), "max": round(max(s), 2)}
 
 
-def _cli(args: list[str]) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+def _cli(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"failed: python {shlex.join(args)}\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     return done
@@ -77,10 +81,11 @@ def measure(name: str, flags: list[str], runs: Path, log) -> dict:
     args = [*CLI, *flags, "--out", str(run_dir)]
     log(f"{name}: python {shlex.join(args)}")
     sampler = LoadSampler()
-    sampler.start()
-    start = time.perf_counter()
-    done = _cli(args)
-    wall = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as kernels:  # an empty kernel cache: every row compiles as a first run does
+        sampler.start()
+        start = time.perf_counter()
+        done = _cli(args, env={**os.environ, "CACHEDB": str(Path(kernels) / "cache.db")})
+        wall = time.perf_counter() - start
     load = sampler.figures()
     records = [json.loads(line) for line in (ROOT / run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "val_loss" in r]
@@ -133,7 +138,8 @@ def markdown(result: dict) -> str:
         f"{', '.join(f'{k} {v}' for k, v in result['versions'].items())}. Each row is one run of "
         "`train_next_word_prediction.py --backend tinygrad` with its flags, timed by the wall clock from "
         "the interpreter's start to its exit (data loading with a warm token cache, compiling, evaluations, "
-        "samples and checkpoints included), one after another in this run. The machine is shared: the load "
+        "samples and checkpoints included; each with an empty tinygrad kernel cache, so it compiles every kernel as a "
+        "first run does), one after another in this run. The machine is shared: the load "
         "average (1 minute, sampled every 5 s while each row trained) is beside each time. Bits per byte: "
         f"`evaluate --backend torch` on the best checkpoint, first {EVAL_TOKENS:,} validation tokens.",
         "",
