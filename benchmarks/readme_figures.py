@@ -1,11 +1,14 @@
-"""Every figure of the README's evaluation section, produced by the commands the README shows.
+"""Every figure and picture of the README's evaluation section, made by the commands the README shows.
 
     python -m benchmarks.readme_figures             # trains the two runs if missing (a few minutes), then measures
     python -m benchmarks.readme_figures --steps 300 # the training length (default: the CLI's default run)
 
 Trains (or reuses) a forward run and its backward twin with the command line's defaults on the
-built-in corpus (`--backend torch`), then runs `evaluate`, `lambada`, `bidirectional` and
-`codecheck` exactly as the README prints them, and `evaluate` in both backends on 20,000 tokens.
+built-in corpus (`--backend torch`), then runs `evaluate`, `analyze`, `lambada`, `bidirectional`,
+`attention` and `codecheck` as the README prints them, and `evaluate` in both backends on 20,000
+tokens. The README's pictures (docs/images/, but for the serving page) are these commands' plots.
+The Training section's figures come from `python -m benchmarks.default_run`: its results file is
+quoted here, with its date and commit, so that one page lists every figure the README gives.
 Writes docs/readme_figures.json (every command, its output summary) and docs/readme_figures.md.
 """
 
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -22,6 +27,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "train_next_word_prediction.py"]
 ARGPARSE = Path(sysconfig.get_paths()["stdlib"]) / "argparse.py"
+IMAGES = Path("docs/images")
+DEFAULT_RUN = Path("benchmarks/results/default-run.json")
+SNIPPET = '''def read_lines(path):
+    """Return the lines of a file."""
+    with open(path) as f:
+        return f.read().splitlines()
+'''  # the README's snippet.py for `analyze`
+PROMPT = '''for name in names:
+    if name.startswith("_"):
+        continue'''  # the README's `attention` prompt
 
 
 def run(args: list[str], log: list[dict]) -> str:
@@ -30,7 +45,7 @@ def run(args: list[str], log: list[dict]) -> str:
     done = subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"command failed: {' '.join(args)}\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    log.append({"command": "python train_next_word_prediction.py " + " ".join(args),
+    log.append({"command": "python train_next_word_prediction.py " + shlex.join(args),
                 "seconds": round(time.perf_counter() - start, 1)})
     return done.stdout
 
@@ -56,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/readme_figures", help="path of the .json and .md, without suffix")
     args = parser.parse_args(argv)
     log: list[dict] = []
-    figures: dict = {"forward": trained(args.fwd, args.steps, False, log),
+    training_section = default_run_figures()  # first: a missing results file stops the run before any work
+    figures: dict = {"default_run": training_section, "forward": trained(args.fwd, args.steps, False, log),
                      "backward": trained(args.bwd, args.steps, True, log)}
     out_dir = Path("runs/readme-figures")  # each command's own output, out of git like every run folder
     (ROOT / out_dir).mkdir(parents=True, exist_ok=True)
@@ -64,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
          "--max-tokens", "100000", "--out", str(out_dir / "eval"), "--no-progress"], log)
     report = json.loads((ROOT / out_dir / "eval" / "report.json").read_text())
     figures["evaluate"] = {k: v for k, v in report.items() if not isinstance(v, list)}
+    shutil.copyfile(ROOT / out_dir / "eval" / "perplexity_histogram.png", ROOT / IMAGES / "perplexity_histogram.png")
+    shutil.copyfile(ROOT / out_dir / "eval" / "token_probabilities.png",
+                    ROOT / IMAGES / "token_probability_distribution.png")  # fmt: skip
+    (ROOT / out_dir / "snippet.py").write_text(SNIPPET)
+    run(["analyze", "--backend", "torch", "--checkpoint", args.fwd, "--file", str(out_dir / "snippet.py"),
+         "--plot", str(IMAGES / "token_probabilities.png"), "--color", "never"], log)  # fmt: skip
     for backend in ("torch", "tinygrad"):
         run(["evaluate", "--backend", backend, "--checkpoint", args.fwd, "--max-tokens", "20000",
              "--out", str(out_dir / backend), "--no-progress"], log)
@@ -78,12 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     lines_4_to_40 = ARGPARSE.read_text().splitlines(keepends=True)[3:40]  # as the README's `sed -n 4,40p`
     (ROOT / doc).write_text("".join(lines_4_to_40))
     run(["bidirectional", "--backend", "torch", "--forward", args.fwd, "--backward", args.bwd, "--file", str(doc),
-         "--plot", str(out_dir / "bi.png"), "--json", str(out_dir / "bi.json")], log)
+         "--plot", str(IMAGES / "bidirectional.png"), "--json", str(out_dir / "bi.json")], log)
     bi = json.loads((ROOT / out_dir / "bi.json").read_text())
     figures["bidirectional"] = bi.get("summary", {k: v for k, v in bi.items() if not isinstance(v, list)})
     run(["codecheck", "--backend", "torch", "--checkpoint", args.fwd, "--temperature", "0.8",
          "--json", str(out_dir / "cc.json")], log)
     figures["codecheck"] = json.loads((ROOT / out_dir / "cc.json").read_text())["summary"]
+    run(["attention", "--backend", "torch", "--checkpoint", args.fwd, "--prompt", PROMPT,
+         "--plot", str(IMAGES / "attention.png")], log)  # fmt: skip
     result = {"commands": log, "figures": figures, "python": sys.version.split()[0],
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     out = ROOT / args.out
@@ -96,6 +120,18 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".md").write_text("\n".join(lines))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0
+
+
+def default_run_figures() -> dict:
+    """The Training section's figures: the default run and the one before it, from default-run.json."""
+    if not (ROOT / DEFAULT_RUN).is_file():
+        raise SystemExit(f"{DEFAULT_RUN} is missing: run python -m benchmarks.default_run first")
+    result = json.loads((ROOT / DEFAULT_RUN).read_text())
+    keep = ("command", "wall_s", "load_average", "parameters", "steps", "tokens_per_step", "first_step_s",
+            "final_val_loss", "unigram_baseline", "val_bits_per_byte", "val_perplexity")  # fmt: skip
+    rows = {r["name"]: {k: r[k] for k in keep} for r in result["rows"]}
+    return {"source": f"{DEFAULT_RUN} ({result['run']['command']}, {result['run']['date']}, "
+                      f"commit {result['machine']['commit']})", **rows}  # fmt: skip
 
 
 def _flat(values: object, prefix: str = "") -> list[tuple[str, object]]:

@@ -66,7 +66,31 @@ def test_targets_read_ratios_of_the_same_run():
     }  # fmt: skip
     checks = {c["target"]: c for c in report.targets(result)}
     assert checks["torch training / Hugging Face"]["measured"] == 1.5 and checks["torch training / Hugging Face"]["met"]
+    assert checks["torch training / Hugging Face"]["basis"] == "same run"
     assert checks["torch decode batch 1 / Hugging Face generate"]["measured"] == 6.0
+
+
+def test_targets_without_a_measured_peer_are_not_judged():
+    """tinygrad's own examples not timed in this run: their targets say so, whatever our figures are (a
+    figure typed into the code, compared with this run's, would give them a measured ratio)."""
+    decode = [{"backend": "tinygrad", "batch": b, "cache": True, "tokens_per_s": 9e9} for b in (1, 8)]
+    result = {
+        "config": {"n_head": 4, "block_size": 256, "n_embd": 256},
+        "training": [{"backend": "tinygrad", "tokens_per_s": 9e9}],
+        "decode": {"results": decode},
+    }
+    checks = {c["target"]: c for c in report.targets(result)}
+    against_examples = [c for name, c in checks.items() if "examples/" in name]
+    assert len(against_examples) == 3
+    assert all(c["measured"] is None and c["met"] is None for c in against_examples)
+    assert all(c["basis"] == "not measured in this run" for c in against_examples)
+    assert checks["torch training / Hugging Face"]["basis"] == "not measured in this run"  # no torch/hf rows either
+    targets_only = {"targets": report.targets(result), "config": {**result["config"], "name": "x", "vocab_size": 8,
+                    "n_layer": 1, "batch_size": 1}, "machine": {"cpu": "x", "cpus": 2, "commit": None}, "versions": {},
+                    "run": {"mode": "quick", "command": "c", "date": "d", "duration_s": 1.0, "devices": {},
+                            "threads": 1, "load_average": {"start": 0, "end": 0, "max": 0}}}  # fmt: skip
+    row = next(line for line in report.markdown(targets_only).splitlines() if "examples/gpt2.py" in line)
+    assert "| – |" in row and "not measured in this run" in row
 
 
 def test_mfu_never_exceeds_the_measured_peak():

@@ -96,3 +96,13 @@ def test_baby_gpt_is_nanogpts_cpu_recipe():
     recipe = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, steps=2000, lr=1e-3, min_lr=1e-4,
                   warmup_steps=100, beta2=0.99, dropout=0.0, tokenizer="char", schedule="cosine")
     assert {k: values[k] for k in recipe} == recipe
+
+
+def test_default_toml_is_the_default_run():
+    """configs/default.toml spells out the run that no flags give (RUN_PRESETS and DEFAULT_TRAIN)."""
+    from core.train.commands import DEFAULT_PRESET, DEFAULT_TRAIN, RUN_PRESETS
+
+    values = read_run_config(ROOT / "configs" / "default.toml")
+    expected = {**RUN_PRESETS[DEFAULT_PRESET], **DEFAULT_TRAIN, "backend": "tinygrad", "tokenizer": "bpe",
+                "vocab_size": 8192}  # fmt: skip
+    assert values == expected

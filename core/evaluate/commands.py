@@ -18,10 +18,19 @@ from core.generate.session import Session
 from core.model.interface import Backend
 
 
-def open_model(backend: Backend, checkpoint: str, step: str = "best", causal_only: bool = True) -> tuple[Session, str]:
+def open_model(
+    backend: Backend,
+    checkpoint: str,
+    step: str = "best",
+    causal_only: bool = True,
+    needs: tuple[str, str] | None = None,
+) -> tuple[Session, str]:
     """A checkpoint on `backend` (best falls back to last) and its direction, with one line said.
-    Scoring tokens needs a next-token (causal) model; a masked-token one is refused unless allowed."""
+    Scoring tokens needs a next-token (causal) model; a masked-token one is refused unless allowed.
+    `needs`: (FORWARD or BACKWARD, the task): a model of the other direction is refused, naming the task."""
     session = Session.open(backend, checkpoint, step)
+    if needs is not None:
+        require_direction(session.checkpoint.meta.direction, *needs, session.checkpoint.path)
     if causal_only and not getattr(session.checkpoint.config, "causal", True):
         raise ValueError(
             f"{session.checkpoint.path} is a masked-token model (causal=False): this command scores next-token "
@@ -70,16 +79,8 @@ def evaluate(
     val_of = session.checkpoint.meta.run_settings.get("data")
     seqs = load_sequences(data, unit, max_tokens, session.tokenizer, val_of=val_of)
     print(f"data: {seqs.description}")
-    result = evaluate_texts(
-        session.model,
-        session.tokenizer,
-        seqs.texts,
-        seqs.names,
-        direction,
-        stride,
-        batch_size,
-        progress=not no_progress,
-    )
+    texts = (seqs.texts, seqs.names, direction, stride, batch_size)
+    result = evaluate_texts(session.model, session.tokenizer, *texts, progress=not no_progress)
     summary = result.summary()
     block = session.checkpoint.config.block_size
     settings = {"unit": unit, "stride": stride or max(1, block // 2), "block_size": block, "direction": direction}
@@ -173,10 +174,8 @@ def lambada(
     """Last-word (or, with `reverse`, first-word) prediction accuracy and perplexity, broken down."""
     from core.evaluate.lambada import format_summary, passages_from_text, read_jsonl, score_examples, summarize
 
-    session, direction = open_model(backend, checkpoint, step)
-    wanted = BACKWARD if reverse else FORWARD
     task = "lambada --reverse (predicting the first word)" if reverse else "lambada (predicting the last word)"
-    require_direction(session.checkpoint.meta.direction, wanted, task, session.checkpoint.path)
+    session, direction = open_model(backend, checkpoint, step, needs=(BACKWARD if reverse else FORWARD, task))
     if (data is None) == (from_text is None):
         raise ValueError("pass exactly one of --data F.jsonl (a 'text' field per line) or --from-text FILE")
     texts = read_jsonl(data) if data else passages_from_text(_read_text(None, from_text), passages, words)
@@ -208,10 +207,8 @@ def bidirectional(
     from core.evaluate.bidirectional import analyze_bidirectional, format_report
     from core.plots.analysis import plot_bidirectional
 
-    fwd, _ = open_model(backend, forward, step)
-    bwd, _ = open_model(backend, backward, step)
-    require_direction(fwd.checkpoint.meta.direction, FORWARD, "--forward", fwd.checkpoint.path)
-    require_direction(bwd.checkpoint.meta.direction, BACKWARD, "--backward", bwd.checkpoint.path)
+    fwd, _ = open_model(backend, forward, step, needs=(FORWARD, "--forward"))
+    bwd, _ = open_model(backend, backward, step, needs=(BACKWARD, "--backward"))
     if fwd.checkpoint.tokenizer_json != bwd.checkpoint.tokenizer_json:
         raise ValueError(
             f"the two checkpoints use different tokenizers ({fwd.tokenizer!r} vs {bwd.tokenizer!r}): "
@@ -259,9 +256,7 @@ def codecheck(
     from core.evaluate.codecheck import complete, format_table, held_out_signatures, reference_summary, summarize
     from core.model.params import init_params
 
-    session, _ = open_model(backend, checkpoint, step)
-    task = "codecheck (completing functions)"
-    require_direction(session.checkpoint.meta.direction, FORWARD, task, session.checkpoint.path)
+    session, _ = open_model(backend, checkpoint, step, needs=(FORWARD, "codecheck (completing functions)"))
     trained_on = session.checkpoint.meta.run_settings.get("data")
     if trained_on != data:
         print(

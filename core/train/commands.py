@@ -17,7 +17,7 @@ from core.model.lora import LoraConfig
 DEFAULT_PRESET = "default"  # the README's first command: a few minutes on a 2-core CPU
 RUN_PRESETS = {**PRESETS, "default": dict(n_layer=2, n_head=4, n_embd=64, block_size=64)}
 # Training settings of the default run; any flag overrides them.
-DEFAULT_TRAIN = dict(steps=300, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=30, eval_every=100, eval_batches=8)
+DEFAULT_TRAIN = dict(steps=600, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=60, eval_every=100, eval_batches=8)
 
 
 def train_command(make_backend: Callable[[], Backend], model_flags: dict, train_flags: dict, *,
