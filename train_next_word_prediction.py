@@ -171,7 +171,7 @@ def run_train(a: argparse.Namespace) -> int:
 def run_serve(a: argparse.Namespace) -> int:
     from core.serve.server import serve
 
-    return serve(make_backend(a), a.checkpoint, a.step, a.host, a.port, a.slots, a.max_tokens_limit)
+    return serve(make_backend(a), a.checkpoint, a.step, a.host, a.port, a.slots, a.max_tokens_limit, a.fill_mask)
 
 
 def commands(package: str):

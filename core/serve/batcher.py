@@ -70,10 +70,12 @@ class Job:
 
 
 class Batcher:
-    def __init__(self, model: Model, slots: int = 8):
+    """The worker thread. With `decode=False` it only runs `call`s (a fill-mask model has no slot cache)."""
+
+    def __init__(self, model: Model, slots: int = 8, decode: bool = True):
         if slots < 1:
             raise ValueError(f"slots={slots} is invalid: use at least 1")
-        self.model, self.slots = model, slots
+        self.model, self.slots, self.decode = model, slots, decode
         self.block = model.config.block_size
         self.inbox: queue.Queue = queue.Queue()
         self.active: dict[int, Job] = {}  # slot -> job
@@ -82,7 +84,8 @@ class Batcher:
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
 
     def start(self) -> Batcher:
-        self.model.slot_start(self.slots)
+        if self.decode:
+            self.model.slot_start(self.slots)
         self._thread.start()
         return self
 

@@ -34,6 +34,7 @@ class Served:
     batcher: Batcher
     name: str  # the model id clients send
     max_tokens_limit: int
+    fill_mask: bool = False  # a bidirectional model serving /v1/fill and the fill-in page, no completions
 
 
 @dataclass
