@@ -6,6 +6,7 @@ tests and the load benchmark; `serve` runs it in the foreground until Ctrl-C.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,17 @@ from core.model.params import check_servable
 from core.serve.app import create_app
 from core.serve.batcher import Batcher
 from core.serve.completions import Served
+
+
+def leave_a_core() -> int:
+    """Give the model's CPU threads one core fewer than the machine has (at least one), unless
+    OMP_NUM_THREADS says otherwise; returns the count. Call before the backend is imported: torch reads it
+    then. Why: the event loop (HTTP, tokens to text, JSON) needs a core of its own between decode steps.
+    With as many OpenMP threads as cores, every small op of a decode step waits for a thread the
+    event loop (or another process) has displaced; on a 2-core machine that made one decode step of
+    8 rows 5 to 50 times slower (benchmarks/results/profile-serve-torch.md)."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) - 1)))
+    return int(os.environ["OMP_NUM_THREADS"])
 
 
 def load(backend: Backend, checkpoint: str, step: str = "best", slots: int = 8,
