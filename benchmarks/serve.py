@@ -12,7 +12,7 @@ Measured per level: total new tokens/s (all clients' tokens over the level's wal
 first token and the gap between tokens (percentiles over every request), errors, whether each
 client's text equals what the same prompt and seed gave alone (each client i asks once alone first,
 which also warms the server up), and the server's resident memory and its peak (VmHWM).
-Results: benchmarks/results/serve-<backend>.json and .md.
+Results: benchmarks/results/serve-<backend>.json and .md (serve-<backend>-threads<N> with --threads N).
 """
 
 from __future__ import annotations
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_start": load_start, "load_end": load_average(), "levels": rows, "lockstep": lockstep.as_dict(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"serve-{args.backend}"
+    stem = RESULTS / (f"serve-{args.backend}" + (f"-threads{args.threads}" if args.threads else ""))
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
