@@ -266,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                  + (", random weights" if not args.checkpoint else f", {checkpoint}"),
         "prompt_tokens": prompt_tokens, "max_tokens": args.max_tokens, "temperature": 0.8, "top_k": 40,
         "slots": args.slots, "per_client": args.per_client, "seconds": args.seconds, "rounds": args.rounds,
-        "server_threads": args.threads or f"serve's default, OMP_NUM_THREADS={max(1, (os.cpu_count() or 1) - 1)} "
-                          "(cores - 1)",
+        "server_threads": args.threads or (f"serve's default, OMP_NUM_THREADS={max(1, (os.cpu_count() or 1) - 1)} "
+                                           "(cores - 1)" if args.backend == "torch" else "tinygrad's own"),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit(), "machine": machine(),
         "load_start": load_start, "load_end": load_average(), "levels": rows, "lockstep": lockstep.as_dict(),
     }

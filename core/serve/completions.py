@@ -79,7 +79,7 @@ class Completion:
                 if not req.sampling.greedy:
                     rng = np.random.default_rng(None if req.seed is None else req.seed + index)
                 job = Job(ids, req.max_tokens, req.sampling, rng,
-                          deliver=lambda ev, k=index: loop.call_soon_threadsafe(events.put_nowait, (k, ev)),
+                          deliver=lambda ev, k=index: events.put_nowait((k, ev)), loop=loop,
                           top_logprobs=req.logprobs, stop_id=tok.eot_id)
                 self.jobs.append(job)
                 self.served.batcher.submit(job)
