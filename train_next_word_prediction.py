@@ -174,9 +174,10 @@ def run_train(a: argparse.Namespace) -> int:
 
 
 def run_serve(a: argparse.Namespace) -> int:
-    from core.serve.server import serve
+    from core.serve.server import leave_a_core, serve
 
-    return serve(make_backend(a), a.checkpoint, a.step, a.host, a.port, a.slots, a.max_tokens_limit)
+    leave_a_core()  # before the backend is imported
+    return serve(make_backend(a), a.checkpoint, a.step, a.host, a.port, a.slots, a.max_tokens_limit, a.fill_mask)
 
 
 def commands(package: str):

@@ -12,7 +12,7 @@ Measured per level: total new tokens/s (all clients' tokens over the level's wal
 first token and the gap between tokens (percentiles over every request), errors, whether each
 client's text equals what the same prompt and seed gave alone (each client i asks once alone first,
 which also warms the server up), and the server's resident memory and its peak (VmHWM).
-Results: benchmarks/results/serve-<backend>.json and .md.
+Results: benchmarks/results/serve-<backend>.json and .md (serve-<backend>-threads<N> with --threads N).
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ def reference_checkpoint(folder: Path) -> Path:
     from core.model.config import GPTConfig
     from core.model.params import init_params
     from core.train.checkpoint import Checkpoint, save_checkpoint
+    from core.train.meta import CheckpointMeta
 
     tokenizer = train_tokenizer("bpe", load_corpus(None, max_bytes=8_000_000).documents, 8192)
     config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=256, n_layer=4, n_head=4, n_embd=256)
-    meta = {"step": 0, "note": "random weights for the serving benchmark"}
+    meta = CheckpointMeta(step=0, source="random weights for the serving benchmark")
     return save_checkpoint(folder / "reference", Checkpoint(config, init_params(config, 0), meta, tokenizer.to_json()))
 
 
@@ -137,10 +138,10 @@ class Lockstep:
         from backends import get_backend
         from core.train.checkpoint import load_checkpoint
 
-        if threads and backend == "torch":
+        if backend == "torch":  # as many threads as the server's model has (see core.serve.server.leave_a_core)
             import torch
 
-            torch.set_num_threads(threads)
+            torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) - 1))
         ck = load_checkpoint(checkpoint, "last")
         self.model, self.rates = get_backend(backend).build(ck.config, ck.params), {1: [], 8: []}
 
@@ -209,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=16)
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)))
     parser.add_argument("--rounds", type=int, default=3, help="times every level runs, in turn")
-    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the server (default: unset)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS of the server (default: serve's own, cores - 1)")
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",")]
     tmp = tempfile.TemporaryDirectory()
@@ -264,12 +266,13 @@ def main(argv: list[str] | None = None) -> int:
                  + (", random weights" if not args.checkpoint else f", {checkpoint}"),
         "prompt_tokens": prompt_tokens, "max_tokens": args.max_tokens, "temperature": 0.8, "top_k": 40,
         "slots": args.slots, "per_client": args.per_client, "seconds": args.seconds, "rounds": args.rounds,
-        "server_threads": args.threads or "torch default",
+        "server_threads": args.threads or (f"serve's default, OMP_NUM_THREADS={max(1, (os.cpu_count() or 1) - 1)} "
+                                           "(cores - 1)" if args.backend == "torch" else "tinygrad's own"),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit(), "machine": machine(),
         "load_start": load_start, "load_end": load_average(), "levels": rows, "lockstep": lockstep.as_dict(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"serve-{args.backend}"
+    stem = RESULTS / (f"serve-{args.backend}" + (f"-threads{args.threads}" if args.threads else ""))
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))

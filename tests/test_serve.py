@@ -226,3 +226,18 @@ def test_tinygrad_server_text_equals_tinygrad_generate(run, capsys):
     finally:
         stop()
     assert whole == streamed == expected_tg == expected
+
+
+def test_a_llama_style_checkpoint_serves_generates_text(tmp_path, capsys):
+    """RoPE, grouped-query heads, RMSNorm and SwiGLU through the slot cache: the same text as `generate`."""
+    run = train_tiny_run(tmp_path / "llama", 20, "--position", "rope", "--n-kv-head", "2", "--norm", "rmsnorm",
+                         "--mlp", "swiglu", "--no-bias")
+    expected = cli_generate(capsys, run, "count 1 2", "--temperature", "0.8", "--seed", "4", "--max-new-tokens", "25")
+    served, url, stop = start_server(run)
+    try:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        got = client.completions.create(model=served.name, prompt="count 1 2", max_tokens=25, temperature=0.8, seed=4,
+                                        extra_body={"top_k": 40})
+    finally:
+        stop()
+    assert served.session.checkpoint.config.position == "rope" and got.choices[0].text == expected

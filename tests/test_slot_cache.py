@@ -2,8 +2,10 @@
 
 Requests join free slots and leave in random interleavings (hypothesis); after every prefill and
 every decode step each active slot's logits must match the numpy reference's full forward pass
-over that slot's whole sequence. Config shapes are drawn for torch only: tinygrad compiles every
-new shape, so it gets one config and random interleavings.
+over that slot's whole sequence. Config shapes are drawn for torch only, GPT-2's and Llama's options
+alike (RoPE, grouped-query heads, RMSNorm, SwiGLU, as tests/test_architectures.py draws them):
+tinygrad compiles every new shape, so it gets two configs (GPT-2's, and a Llama-style one with RoPE
+and two query heads per key/value head) and random interleavings.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from core.model.config import GPTConfig
 from core.model.params import init_params
 
 TINYGRAD_CONFIG = GPTConfig(vocab_size=40, block_size=32, n_layer=2, n_head=2, n_embd=16)
+TINYGRAD_LLAMA = GPTConfig(vocab_size=40, block_size=32, n_layer=2, n_head=4, n_embd=32, n_kv_head=2,
+                           position="rope", norm="rmsnorm", mlp="swiglu", bias=False)
 SLOTS = 4
 _models: dict = {}
 
@@ -68,29 +72,35 @@ def _run_program(model, params, config: GPTConfig, data) -> None:
                 np.testing.assert_allclose(got[s], _expected(config, params, q), atol=2e-4, rtol=1e-4)
 
 
-@given(
-    data=st.data(),
-    n_layer=st.integers(1, 2),
-    n_head=st.sampled_from([1, 2, 4]),
-    head_size=st.sampled_from([4, 8]),
-    block_size=st.integers(4, 24),
-    tie=st.booleans(),
-)
-def test_torch_slots_match_the_full_forward_pass(data, n_layer, n_head, head_size, block_size, tie):
+@st.composite
+def configs(draw) -> GPTConfig:
+    """GPT-2's options and Llama's: positions learned or RoPE, 1 to n_head key/value heads, the norm, the MLP."""
+    n_head = draw(st.sampled_from([1, 2, 4]))
+    return GPTConfig(
+        vocab_size=30, block_size=draw(st.integers(4, 24)), n_layer=draw(st.integers(1, 2)), n_head=n_head,
+        n_embd=n_head * draw(st.sampled_from([4, 8])), tie_embeddings=draw(st.booleans()),
+        position=draw(st.sampled_from(["learned", "rope"])), rope_theta=draw(st.sampled_from([10000.0, 500.0])),
+        n_kv_head=draw(st.sampled_from([h for h in (0, 1, 2) if h == 0 or n_head % h == 0])),
+        norm=draw(st.sampled_from(["layernorm", "rmsnorm"])), mlp=draw(st.sampled_from(["gelu", "swiglu"])),
+        bias=draw(st.booleans()),
+    )
+
+
+@given(data=st.data(), config=configs())
+def test_torch_slots_match_the_full_forward_pass(data, config):
     from backends import get_backend
 
-    config = GPTConfig(vocab_size=30, block_size=block_size, n_layer=n_layer, n_head=n_head,
-                       n_embd=n_head * head_size, tie_embeddings=tie)
     model, params = _model(get_backend("torch"), config)
     _run_program(model, params, config, data)
 
 
+@pytest.mark.parametrize("config", [TINYGRAD_CONFIG, TINYGRAD_LLAMA], ids=["gpt2", "llama"])
 @given(data=st.data())
-def test_tinygrad_slots_match_the_full_forward_pass(data):
+def test_tinygrad_slots_match_the_full_forward_pass(config, data):
     from backends import get_backend
 
-    model, params = _model(get_backend("tinygrad"), TINYGRAD_CONFIG)
-    _run_program(model, params, TINYGRAD_CONFIG, data)
+    model, params = _model(get_backend("tinygrad"), config)
+    _run_program(model, params, config, data)
 
 
 def test_slots_refuse_a_bidirectional_model(backend):

@@ -7,7 +7,9 @@ capture serves every step. So decode always runs all S slots, positions enter as
 new keys are written with a mask (`where`) over the whole cache rather than at a Python index.
 Prompts are padded to a few bucket lengths (powers of two), one jitted prefill per bucket; causal
 attention keeps the padding from reaching the real positions, and whatever the padding writes past
-the prompt is hidden by the decode mask until decode overwrites it.
+the prompt is hidden by the decode mask until decode overwrites it. RoPE and grouped-query heads as in
+torch: each row's query and key turned by that row's position, n_kv_head heads cached and repeated
+for the query heads only when attending.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes, helpers
 
 from backends.tinygrad.buffers import read, write
-from backends.tinygrad.model import GPT, KVCache, attention
+from backends.tinygrad.model import GPT, CausalSelfAttention, KVCache, attention, repeat_kv, rope
 from core.model.params import check_servable
 
 
@@ -62,17 +64,17 @@ def prefill(net: GPT, cache: SlotCache, tokens: Tensor, slot: Tensor, last: Tens
     """A padded prompt (1, Tb) written at positions 0..Tb-1 of slot `slot` (a (1,) Tensor);
     logits (1, V) of position `last` (a (1,) Tensor), the prompt's real last token."""
     Tb, block, S = tokens.shape[1], net.config.block_size, cache.slots
-    x = net.wte(tokens) + net.wpe(Tensor.arange(Tb))  # (1, Tb, C)
+    x = net.embed(tokens)  # (1, Tb, C), positions 0..Tb-1
     here = (Tensor.arange(S) == slot).reshape(S, 1, 1, 1)  # the slot's rows of the cache
     for i, blk in enumerate(net.h):
         attn, h = blk.attn, blk.ln_1(x)
         C = h.shape[-1]
-        q, k, v = attn.c_attn(h).split(C, dim=2)  # 3 x (1, Tb, C)
-        q, k, v = (a.reshape(1, Tb, attn.n_head, C // attn.n_head).transpose(1, 2) for a in (q, k, v))
-        pad = (None, None, (0, block - Tb), None)  # (1, nh, Tb, hs) -> (1, nh, block, hs)
+        q, k, v = attn.heads(h)  # (1, nh, Tb, hs), 2 x (1, n_kv, Tb, hs), RoPE at 0..Tb-1
+        pad = (None, None, (0, block - Tb), None)  # (1, n_kv, Tb, hs) -> (1, n_kv, block, hs)
         cache.k[i].assign(here.where(k.pad(pad), cache.k[i]))
         cache.v[i].assign(here.where(v.pad(pad), cache.v[i]))
-        y = attention(q, k, v, causal=True)  # (1, nh, Tb, hs): the prompt attends within itself
+        # (1, nh, Tb, hs): the prompt attends within itself
+        y = attention(q, repeat_kv(k, attn.n_head), repeat_kv(v, attn.n_head), causal=True)
         x = x + attn.c_proj(y.transpose(1, 2).reshape(1, Tb, C))
         x = x + blk.mlp(blk.ln_2(x))
     x = net.ln_f(x)
@@ -88,24 +90,39 @@ def prefill(net: GPT, cache: SlotCache, tokens: Tensor, slot: Tensor, last: Tens
 def decode(net: GPT, cache: SlotCache, tokens: Tensor, positions: Tensor) -> Tensor:
     """Tokens (S, 1) at positions (S,), one per slot, each row attending to its keys 0..pos; logits (S, V)."""
     S, block = tokens.shape[0], net.config.block_size
-    x = net.wte(tokens) + net.wpe(positions.reshape(S, 1))  # (S, 1, C)
+    x = net.wte(tokens)  # (S, 1, C)
+    if net.wpe is not None:  # learned positions, each row's own; RoPE acts inside attention instead
+        x = x + net.wpe(positions.reshape(S, 1))
     keys = Tensor.arange(block).reshape(1, block)
     at = (keys == positions.reshape(S, 1)).reshape(S, 1, block, 1)  # where each row's new key goes
     visible = (keys <= positions.reshape(S, 1)).reshape(S, 1, 1, block)  # what each row may attend to
     for i, blk in enumerate(net.h):
         attn, h = blk.attn, blk.ln_1(x)
         C = h.shape[-1]
-        q, k, v = attn.c_attn(h).split(C, dim=2)  # 3 x (S, 1, C)
-        q, k, v = (a.reshape(S, 1, attn.n_head, C // attn.n_head).transpose(1, 2) for a in (q, k, v))  # (S, nh, 1, hs)
+        q, k, v = _row_heads(attn, h, positions)  # (S, nh, 1, hs), 2 x (S, n_kv, 1, hs)
         cache.k[i].assign(at.where(k, cache.k[i]))  # k broadcasts along the block axis
         cache.v[i].assign(at.where(v, cache.v[i]))
-        scores = (q @ cache.k[i].transpose(-2, -1)) / math.sqrt(C // attn.n_head)  # (S, nh, 1, block)
-        y = visible.where(scores, float("-inf")).softmax(-1) @ cache.v[i]  # (S, nh, 1, hs)
+        k_all, v_all = repeat_kv(cache.k[i], attn.n_head), repeat_kv(cache.v[i], attn.n_head)  # (S, nh, block, hs)
+        scores = (q @ k_all.transpose(-2, -1)) / math.sqrt(C // attn.n_head)  # (S, nh, 1, block)
+        y = visible.where(scores, float("-inf")).softmax(-1) @ v_all  # (S, nh, 1, hs)
         x = x + attn.c_proj(y.transpose(1, 2).reshape(S, 1, C))
         x = x + blk.mlp(blk.ln_2(x))
     x = net.ln_f(x)
     head = net.wte if net.config.tie_embeddings else net.lm_head
     return head.attend(x)[:, 0].contiguous().realize()  # (S, V)
+
+
+def _row_heads(attn: CausalSelfAttention, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Queries (S, nh, 1, hs), keys and values (S, n_kv, 1, hs) of one token per row (S, 1, C), RoPE at
+    each row's own position (`attn.heads` turns a whole sequence from one start instead)."""
+    S, _, C = x.shape
+    hs = C // attn.n_head
+    q, k, v = attn.c_attn(x).split([C, attn.kv_size, attn.kv_size], dim=2)  # (S, 1, C), 2 x (S, 1, kv_size)
+    q = q.reshape(S, 1, attn.n_head, hs).transpose(1, 2)
+    k, v = (a.reshape(S, 1, attn.n_kv_head, hs).transpose(1, 2) for a in (k, v))
+    if attn.rope_theta is not None:  # (S, 1, 1) positions broadcast over heads
+        q, k = (rope(a, positions.reshape(S, 1, 1), attn.rope_theta) for a in (q, k))
+    return q, k, v
 
 
 class SlotServing:

@@ -45,6 +45,8 @@ def add_serve_command(sub) -> None:
     s.add_argument("--port", type=int, default=8000, help="port to listen on")
     s.add_argument("--slots", type=int, default=8, help="requests decoded together in one batch")
     s.add_argument("--max-tokens-limit", type=int, default=None, help="largest max_tokens (default: block_size)")
+    s.add_argument("--fill-mask", action="store_true",
+                   help="serve a bidirectional (--objective mlm) model as a fill-in page and POST /v1/fill")
 
 
 def add_convert_commands(sub) -> None:

@@ -113,14 +113,9 @@ def check_causal(config: GPTConfig) -> None:
 
 
 def check_servable(config: GPTConfig) -> None:
-    """The slot cache of `serve` (backends/*/slots.py) computes GPT-2's attention: learned positions and
-    one key/value head per query head. Llama-style options still generate and chat, through `generate`."""
+    """The slot cache of `serve` (backends/*/slots.py) continues text, so it needs a causal model; every
+    position and attention option (learned or RoPE, full or grouped-query heads) is served."""
     check_causal(config)
-    if config.position != "learned" or config.n_kv_head not in (0, config.n_head):
-        raise NotImplementedError(
-            f"serve does not support position={config.position!r} / n_kv_head={config.n_kv_head} yet "
-            "(its slot cache has learned positions and full heads): use generate or chat for this model"
-        )
 
 
 def check_params(config: GPTConfig, params: dict[str, np.ndarray]) -> None:

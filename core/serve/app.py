@@ -5,10 +5,12 @@
     GET  /health           {"status": "ok"} and the batcher's state (active slots, waiting requests)
     GET  /v1/info          config, backend, device and tokenizer facts the page shows (extension)
     POST /v1/attention     attention weights of one layer and head over some token ids (extension)
-    GET  /                 the web page (core/serve/page/)
+    POST /v1/fill          with --fill-mask: each [MASK] of a text filled (extension, core/serve/fill_mask.py)
+    GET  /                 the web page (core/serve/page/): completions, or with --fill-mask the fill-in page
 
 Every refusal is an OpenAI-style error body: 400 for a bad value or malformed JSON, 404 for an
-unknown model, 500 (the server stays up) when the model itself fails.
+unknown model, 500 (the server stays up) when the model itself fails. A bidirectional model serves
+/v1/fill and no completions (400), a next-token model the reverse.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
+from core.serve import fill_mask
 from core.serve import openai_schema as schema
 from core.serve.completions import Completion, Served
 from core.serve.openai_schema import RequestError
@@ -61,10 +64,14 @@ def create_app(served: Served) -> FastAPI:
         return {"model": served.name, "config": config.to_dict(), "backend": session.backend.name,
                 "device": str(session.backend.device), "step": session.checkpoint.step,
                 "val_loss": meta.val_loss, "slots": served.batcher.slots,
-                "max_tokens_limit": served.max_tokens_limit, "eot_id": session.tokenizer.eot_id}
+                "max_tokens_limit": served.max_tokens_limit, "eot_id": session.tokenizer.eot_id,
+                "mode": "fill-mask" if served.fill_mask else "completions", "mask_id": session.tokenizer.mask_id}
 
     @app.post("/v1/completions")
     async def completions(request: Request):
+        if served.fill_mask:
+            raise RequestError(f"{served.name} is a bidirectional (masked-token) model and cannot complete text: "
+                               "POST /v1/fill {\"text\": \"... [MASK] ...\"} instead", code="fill_mask_model")
         body = schema.parse_json(await request.body())
         req = schema.parse_completion(body, served.name, config.vocab_size, served.max_tokens_limit)
         completion = Completion(served, req)
@@ -91,9 +98,19 @@ def create_app(served: Served) -> FastAPI:
         return {"tokens": [session.tokenizer.decode([t]) for t in ids], "token_ids": ids, "layer": layer,
                 "head": head, "weights": np.round(weights, 4).tolist()}
 
+    @app.post("/v1/fill")
+    async def fill(request: Request) -> dict:
+        if not served.fill_mask:
+            raise RequestError(f"{served.name} predicts the next token: /v1/fill needs a bidirectional model served "
+                               "with --fill-mask; use /v1/completions", code="not_a_fill_mask_model")
+        tok = session.tokenizer
+        text, top_k, ids = fill_mask.parse_fill(schema.parse_json(await request.body()), tok, config.block_size)
+        masks = await asyncio.wrap_future(served.batcher.call(lambda: fill_mask.fill(session.model, tok, text, top_k)))
+        return {"model": served.name, "text": text, "segments": fill_mask.segments(tok, ids), "masks": masks}
+
     @app.get("/")
     async def page() -> FileResponse:
-        return FileResponse(PAGE / "index.html")
+        return FileResponse(PAGE / ("fill.html" if served.fill_mask else "index.html"))
 
     app.mount("/page", StaticFiles(directory=PAGE), name="page")
     return app

@@ -19,8 +19,11 @@ the stop token counted towards `max_tokens` but not delivered.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
 import threading
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -51,13 +54,16 @@ class Finished:
 
 @dataclass(eq=False)
 class Job:
-    """One sequence to continue; `deliver` receives its Tokens, then one Finished (from the worker thread)."""
+    """One sequence to continue; `deliver` receives its Tokens, then one Finished (on `loop`, or the worker)."""
 
     ids: list[int]  # the prompt, at most block_size - 1 tokens
     max_tokens: int
     sampling: SamplingConfig
     rng: np.random.Generator | None  # None when greedy
     deliver: Callable[[Token | Finished], None]
+    # With a loop, `deliver` runs on that event loop, all of one step's events in one hand-over (see
+    # Batcher._flush); without one, on the worker thread as each event happens.
+    loop: asyncio.AbstractEventLoop | None = None
     top_logprobs: int | None = None  # alternatives to report per token; None: no logprobs at all
     stop_id: int | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -70,19 +76,23 @@ class Job:
 
 
 class Batcher:
-    def __init__(self, model: Model, slots: int = 8):
+    """The worker thread. With `decode=False` it only runs `call`s (a fill-mask model has no slot cache)."""
+
+    def __init__(self, model: Model, slots: int = 8, decode: bool = True):
         if slots < 1:
             raise ValueError(f"slots={slots} is invalid: use at least 1")
-        self.model, self.slots = model, slots
+        self.model, self.slots, self.decode = model, slots, decode
         self.block = model.config.block_size
         self.inbox: queue.Queue = queue.Queue()
         self.active: dict[int, Job] = {}  # slot -> job
         self.steps = 0  # decode steps run, for /health
+        self._outbox: dict[asyncio.AbstractEventLoop, list] = defaultdict(list)  # this turn's events, per loop
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
 
     def start(self) -> Batcher:
-        self.model.slot_start(self.slots)
+        if self.decode:
+            self.model.slot_start(self.slots)
         self._thread.start()
         return self
 
@@ -91,8 +101,9 @@ class Batcher:
         self.inbox.put(None)  # wake the worker
         self._thread.join(timeout=10)
         for job in self.active.values():  # nobody will decode them now: end them rather than leave clients waiting
-            job.deliver(Finished("error", error="the server is shutting down"))
+            self._send(job, Finished("error", error="the server is shutting down"))
         self.active.clear()
+        self._flush()
 
     def submit(self, job: Job) -> None:
         self.inbox.put(job)
@@ -112,9 +123,26 @@ class Batcher:
         while not self._stop.is_set():
             self._admit(block=not self.active)
             for slot in [s for s, job in self.active.items() if job.cancelled.is_set()]:
-                self.active.pop(slot).deliver(Finished("cancelled"))
+                self._send(self.active.pop(slot), Finished("cancelled"))
             if self.active:
                 self._step()
+            self._flush()
+
+    def _send(self, job: Job, event: Token | Finished) -> None:
+        if job.loop is None:
+            job.deliver(event)
+        else:
+            self._outbox[job.loop].append((job.deliver, event))
+
+    def _flush(self) -> None:
+        """Hand this turn's events to their event loops, one call per loop. Waking the loop once per
+        token made it run (holding the GIL) between this thread's tokens, so each step's hand-over cost
+        a few milliseconds at 8 rows (benchmarks/results/profile-serve-torch.md); woken once, the loop
+        does its work while the next decode step computes (torch releases the GIL)."""
+        for loop, events in self._outbox.items():
+            with contextlib.suppress(RuntimeError):  # a loop closed at shutdown: nobody is listening
+                loop.call_soon_threadsafe(_deliver_all, events)
+        self._outbox = defaultdict(list)
 
     def _admit(self, block: bool) -> None:
         while len(self.active) < self.slots:
@@ -134,7 +162,7 @@ class Batcher:
                         future.set_exception(err)
                 continue
             if item.cancelled.is_set():
-                item.deliver(Finished("cancelled"))
+                self._send(item, Finished("cancelled"))
                 continue
             slot = min(set(range(self.slots)) - set(self.active))
             item.seq = list(item.ids)
@@ -174,7 +202,7 @@ class Batcher:
     def _fail(self, slot: int, job: Job, err: Exception) -> None:
         job.cancel()
         self.active.pop(slot, None)
-        job.deliver(Finished("error", error=f"{type(err).__name__}: {err}"))
+        self._send(job, Finished("error", error=f"{type(err).__name__}: {err}"))
 
     def _choose_many(self, rows: dict[int, tuple[Job, np.ndarray]]) -> None:
         """Choose the next token of each job; jobs with equal settings are sampled in one call.
@@ -197,12 +225,17 @@ class Batcher:
         job.seq.append(token.id)
         if token.id == job.stop_id:
             self.active.pop(slot, None)
-            job.deliver(Finished("stop"))
+            self._send(job, Finished("stop"))
             return
-        job.deliver(token)
+        self._send(job, token)
         if job.chosen == job.max_tokens:
             self.active.pop(slot, None)
-            job.deliver(Finished("length"))
+            self._send(job, Finished("length"))
+
+
+def _deliver_all(events: list) -> None:
+    for deliver, event in events:
+        deliver(event)
 
 
 def _stats(logits: np.ndarray, token: int, top: int) -> Token:

@@ -34,6 +34,7 @@ class Served:
     batcher: Batcher
     name: str  # the model id clients send
     max_tokens_limit: int
+    fill_mask: bool = False  # a bidirectional model serving /v1/fill and the fill-in page, no completions
 
 
 @dataclass
@@ -78,7 +79,7 @@ class Completion:
                 if not req.sampling.greedy:
                     rng = np.random.default_rng(None if req.seed is None else req.seed + index)
                 job = Job(ids, req.max_tokens, req.sampling, rng,
-                          deliver=lambda ev, k=index: loop.call_soon_threadsafe(events.put_nowait, (k, ev)),
+                          deliver=lambda ev, k=index: events.put_nowait((k, ev)), loop=loop,
                           top_logprobs=req.logprobs, stop_id=tok.eot_id)
                 self.jobs.append(job)
                 self.served.batcher.submit(job)

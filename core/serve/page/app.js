@@ -1,14 +1,8 @@
 // The page's behaviour: stream a completion from /v1/completions (server-sent events, logprobs=5),
 // colour each token by its probability, show details on hover, and draw attention from /v1/attention.
+// Helpers shared with the fill-in page ($, colour, shown, escape, placeTooltip) are in common.js.
 "use strict";
-const $ = (id) => document.getElementById(id);
 let info = null, tokens = [], promptIds = [], controller = null;
-
-function shown(text) { return JSON.stringify(text).slice(1, -1).replace(/ /g, "\u2423"); }  // visible spaces, newlines
-
-function colour(p) {  // red (surprising) through yellow to green (likely); sqrt spreads the low end
-  return `hsl(${Math.round(120 * Math.sqrt(p))}, 70%, 75%)`;
-}
 
 async function loadInfo() {
   info = await (await fetch("/v1/info")).json();
@@ -43,8 +37,6 @@ function showTooltip(t, e) {
   placeTooltip(e);
 }
 
-function placeTooltip(e) { $("tooltip").style.left = `${e.clientX + 12}px`; $("tooltip").style.top = `${e.clientY + 14}px`; }
-function escape(s) { return s.replace(/[&<>]/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;" })[ch]); }
 
 function request() {
   const num = (id) => Number($(id).value);
