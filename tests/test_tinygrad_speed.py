@@ -103,5 +103,7 @@ def test_tuned_options_are_found_and_change_no_result(tmp_path, monkeypatch):
     monkeypatch.setattr(tune, "_tuned", set())
     g = jitted()
     after = [g(a, b).numpy() for _ in range(3)][-1]
-    assert tune.found()[0] == 1  # the matmul came back with its tuned options
+    assert tune.found()[0] == 1  # the matmul came back with its tuned options ...
+    applied = [[str(o) for o in p.src[0].arg.applied_opts] for p in to_program_cache.values()]
+    assert result["results"][0]["opts"] in applied  # ... and was compiled with them
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)

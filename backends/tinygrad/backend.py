@@ -20,7 +20,7 @@ from tinygrad import Context, Tensor, Variable, dtypes
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_state_dict
 
-from backends.tinygrad import threads, tune
+from backends.tinygrad import compile_workers, threads, tune
 from backends.tinygrad.buffers import read, write
 from backends.tinygrad.device import select_device
 from backends.tinygrad.model import FAST, GPT, KVCache, stored
@@ -213,7 +213,10 @@ class TinygradModel(SlotServing):
             p.grad = g
         norm = sum((p.grad.float() ** 2).sum() for p in params).sqrt()
         if self.train.grad_clip > 0:
-            scale = (self.train.grad_clip / (norm + 1e-6)).minimum(1.0)  # as torch's clip_grad_norm_
+            # One kernel computes the factor and every update reads it: left lazy, the global norm was fused
+            # into each parameter's update kernel, recomputed there and compiled again for each shape (the
+            # biggest share of a cold first step's compile time).
+            scale = (self.train.grad_clip / (norm + 1e-6)).minimum(1.0).contiguous()  # as torch's clip_grad_norm_
             for p in params:
                 p.grad = p.grad * scale
         self.grad_norm.assign(norm.reshape(1))
@@ -330,6 +333,7 @@ class TinygradBackend:
             threads.enable()
         if FAST:  # compiles look for kernels tuned by `tune` in tinygrad's disk cache
             tune.install()
+            compile_workers.start()  # its workers import tinygrad while the first step is built
 
     def any_rank(self, flag: bool) -> bool:
         return flag

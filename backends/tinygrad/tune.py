@@ -28,6 +28,7 @@ from tinygrad.codegen import to_program, to_program_cache, to_program_key
 from tinygrad.helpers import NUM_CPU_THREADS, diskcache_get, diskcache_put, tqdm
 from tinygrad.uop.ops import Ops, UOp
 
+from backends.tinygrad import matvec
 from backends.tinygrad.kernel_timer import kernel_timer
 
 TABLE = "gpt_tuned_opts"
@@ -58,16 +59,24 @@ def _kernels(linear: UOp):
 
 
 def _lower_and_compile(linear: UOp) -> UOp:
-    """tinygrad's lower_and_compile, with tuned options put into each kernel that has them."""
-    kernels, swaps = list(_kernels(linear)), {}
-    for _, ast, renderer in kernels:
+    """tinygrad's lower_and_compile, with tuned options put into each kernel that has them (and, where
+    none were tuned, matvec.py's options into a decode step's matrix-vector products)."""
+    kernels, swaps, calls = list(_kernels(linear)), {}, {}
+    for call, ast, renderer in kernels:
         _seen.setdefault(ast.key, (ast, renderer))
-        if ENABLED and ast.arg.opts_to_apply is None and ast.arg.beam == 0:
-            opts = diskcache_get(TABLE, _key(ast, renderer))
+        if ast.arg.opts_to_apply is None and ast.arg.beam == 0:
+            opts = diskcache_get(TABLE, _key(ast, renderer)) if ENABLED else None
+            if opts is None:  # not tuned: our options for a decode step's matrix-vector product, if it is one
+                opts = matvec.opts_for(ast, renderer)
+            else:
+                _tuned.add(ast.key)
             if opts is not None:
                 swaps[ast] = ast.replace(arg=replace(ast.arg, opts_to_apply=tuple(opts)))
-                _tuned.add(ast.key)
-    compiled = _compile(linear.substitute(swaps) if swaps else linear)
+                # The CALL itself is replaced: `substitute` does not look inside a CALL's kernel.
+                outer = call.src[0]  # the kernel, or a wrapper holding it first (as _get_call_to_compile reads it)
+                kernel = swaps[ast] if outer is ast else outer.replace(src=(swaps[ast], *outer.src[1:]))
+                calls[call] = call.replace(src=(kernel, *call.src[1:]))
+    compiled = _compile(linear.substitute(calls) if calls else linear)
     for _, ast, renderer in kernels:  # remember which kernel each program came from, for `rank`
         program = to_program_cache.get(to_program_key(swaps.get(ast, ast), renderer))
         if program is not None:
@@ -87,9 +96,10 @@ def found() -> tuple[int, int]:
 
 def summary() -> str:
     tuned, total = found()
+    ours = f", {len(matvec.chosen)} matrix-vector kernels our own options" if matvec.chosen else ""
     if tuned:
-        return f"tinygrad: {tuned} of {total} kernels use tuned options from the disk cache"
-    return f"tinygrad: no tuned kernels for these shapes ({total} kernels; python -m benchmarks.tune_tinygrad)"
+        return f"tinygrad: {tuned} of {total} kernels use tuned options from the disk cache{ours}"
+    return f"tinygrad: no tuned kernels for these shapes ({total} kernels{ours}; `tune` searches them)"
 
 
 def rank(step: Callable[[], object]) -> list[tuple[bytes, float]]:

@@ -1,0 +1,125 @@
+"""The first training step on a cold kernel cache, before and after: `python -m benchmarks.cold_start`.
+
+A first step compiles every kernel of the step (tinygrad's disk cache, CACHEDB, holds none yet), so
+it is timed in a fresh process with an empty CACHEDB of its own, once per variant per round, the
+variants taking turns (A B A B ...) so that a shared machine's load falls on each alike. Each run
+reports the step's wall time, the CPU seconds it took (the process, its compile workers and their
+clang runs: the work, whatever the load), and how many kernels it compiled.
+
+Variants: this checkout as it is; the same with GPT_TINYGRAD_EARLY_POOL=0 (compile_workers.py off);
+and, with `--before DIR`, another checkout of the project (e.g. `git archive COMMIT | tar -x -C DIR`).
+Writes cold-start-<config>.json and .md to benchmarks/results/ (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.common import ROOT, Progress, machine, package_versions, write_results
+from benchmarks.profile_tinygrad import CONFIGS, RESULTS
+
+# Run in the checkout being measured (which may predate this file), with the interpreter running this one.
+CHILD = r"""
+import json, multiprocessing, os, resource, sys, time
+import numpy as np
+from backends import get_backend
+from core.model.config import GPTConfig, TrainConfig
+from core.model.params import init_params
+fields, batch = json.loads(sys.argv[1])
+started = time.perf_counter()
+config = GPTConfig(**fields)
+model = get_backend("tinygrad").build(config, init_params(config, seed=0), TrainConfig(batch_size=batch))
+data = np.random.default_rng(0).integers(0, config.vocab_size, (batch, config.block_size + 1))
+built = time.perf_counter()
+model.train_step(data[:, :-1], data[:, 1:], 1e-4)
+stepped = time.perf_counter()
+tick = os.sysconf("SC_CLK_TCK")
+def cpu_of(pid):  # user + system seconds of a live process and of the children it has waited for
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / tick
+me, gone = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu = me.ru_utime + me.ru_stime + gone.ru_utime + gone.ru_stime
+cpu += sum(cpu_of(p.pid) for p in multiprocessing.active_children())
+from tinygrad.codegen import to_program_cache
+print(json.dumps({"build_s": built - started, "first_step_s": stepped - built, "cpu_s": cpu,
+                  "kernels": len(to_program_cache)}))
+"""
+
+
+def first_step(source: Path, fields_batch: tuple, env: dict[str, str]) -> dict:
+    """One cold first step of the checkout at `source`, in a fresh process with an empty CACHEDB."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run_env = {**os.environ, **env, "CACHEDB": str(Path(tmp) / "cache.db"), "PYTHONPATH": str(source)}
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, json.dumps(fields_batch)],
+            cwd=source,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if out.returncode != 0:
+        raise RuntimeError(f"the first step in {source} failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"# First training step on a cold kernel cache: `{result['config_name']}`\n",
+        f"`{result['run']['command']}` on {result['machine']['cpu']} ({result['machine']['cpus']} CPUs), "
+        f"{result['run']['date']}, commit {result['machine']['commit']}, load average "
+        f"{result['run']['load_average']}. Each run is a fresh process with an empty CACHEDB; variants in "
+        "turn; medians of the rounds. CPU s counts the process, its compile workers and their clang runs.\n",
+        "| variant | first step s | CPU s | kernels compiled | model built s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, runs in result["variants"].items():
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        lines.append(
+            f"| {name} | {med['first_step_s']:.1f} | {med['cpu_s']:.1f} | {med['kernels']:.0f} | {med['build_s']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cold_start", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", choices=CONFIGS, default="default", help="default (the README's first run), ...")
+    parser.add_argument("--before", type=Path, help="another checkout of the project, timed beside this one")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each variant (default 2)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
+    args = parser.parse_args(argv)
+    if args.before is not None and not (args.before / "backends" / "tinygrad").is_dir():
+        parser.error(f"--before {args.before} is not a checkout of this project (no backends/tinygrad in it)")
+    variants = {
+        "this checkout": (ROOT, {}),
+        "this checkout, GPT_TINYGRAD_EARLY_POOL=0": (ROOT, {"GPT_TINYGRAD_EARLY_POOL": "0"}),
+    }
+    if args.before is not None:
+        variants[f"before ({args.before.name})"] = (args.before.resolve(), {})
+    log = Progress()
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for round_ in range(args.rounds):
+        for name, (source, env) in variants.items():
+            runs[name].append(first_step(source, CONFIGS[args.config], env))
+            log(f"round {round_ + 1}, {name}: first step {runs[name][-1]['first_step_s']:.1f} s")
+    result = {
+        "config_name": args.config,
+        "config": CONFIGS[args.config][0],
+        "machine": machine(),
+        "versions": package_versions(),
+        "variants": runs,
+        "run": log.record("benchmarks.cold_start", argv),
+    }
+    write_results(args.out / f"cold-start-{args.config}", result, markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
