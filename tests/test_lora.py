@@ -102,8 +102,9 @@ def test_lora_equals_reference_in_both_backends(backends, config, lora, seed):
         # params() is the merged model; a plain model of it computes what the adapted one does
         for key, value in model.params().items():
             np.testing.assert_allclose(value, merged[key], rtol=0, atol=1e-6, err_msg=f"{name} merged {key}")
-        plain = backends[name].build(config, model.params())
-        assert np.abs(plain.logits(tokens) - model.logits(tokens)).max() < MERGED_ATOL, f"{name} merged logits"
+    # (torch only: in tinygrad another model means another compile, and the merge itself is core code)
+    plain = backends["torch"].build(config, models["torch"].params())
+    assert np.abs(plain.logits(tokens) - models["torch"].logits(tokens)).max() < MERGED_ATOL, "merged logits"
 
     # gradients exist for what trains only, agree between backends, and are derivatives of the reference loss
     grads = {name: model.gradients(tokens, targets) for name, model in models.items()}
@@ -140,12 +141,12 @@ def test_lora_equals_reference_in_both_backends(backends, config, lora, seed):
             assert np.array_equal(now[key], refold[key]), f"{name}: {key} moved"
 
 
-@pytest.mark.parametrize("grad_clip", [0.0, 0.05])
-def test_reported_gradient_norm_is_the_norm_of_the_gradients(backend, grad_clip):
+def test_reported_gradient_norm_is_the_norm_of_the_gradients(backend):
+    """Without clipping (the LoRA test above checks it with clipping) the norm is computed all the same."""
     config = GPTConfig(vocab_size=23, block_size=T, n_layer=2, n_head=2, n_embd=16)
     params = lively_params(config, 3)
     tokens, targets = batch(config, 5, (A, B, T))
-    train = TRAIN.replace(grad_clip=grad_clip)
+    train = TRAIN.replace(grad_clip=0.0)
     want = global_norm(accumulated_gradients(backend.build(config, params, train), tokens, targets))
     model = backend.build(config, params, train)
     for _ in range(2):  # the second call replays tinygrad's captured step

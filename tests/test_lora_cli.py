@@ -139,17 +139,22 @@ def test_bad_lora_flags_are_refused_before_anything_is_written(base_run, extra, 
 
 
 @pytest.mark.slow
-def test_lora_on_a_hugging_face_folder_in_tinygrad(tmp_path, capsys):
-    """A random GPT2LMHeadModel saved with save_pretrained (no download) as the base, trained in tinygrad."""
+def test_lora_on_an_imported_hugging_face_model_in_tinygrad(tmp_path, capsys):
+    """A random GPT2LMHeadModel saved with save_pretrained (no download), imported once, as the base."""
     random_hf_folder(tmp_path)
-    code = cli.main(["train", "--backend", "tinygrad", "--data", str(tmp_path / "code.txt"), "--init-from",
-                     str(tmp_path / "hf"), "--lora-rank", "2", "--lora-train-biases", "--steps", "4",
-                     "--batch-size", "2", "--eval-every", "4", "--eval-batches", "1", "--no-progress",
-                     "--lr", "1e-2", "--out", str(tmp_path / "ft")])
+    capsys.readouterr()  # (transformers' own loading messages)
+    tune = ["train", "--backend", "tinygrad", "--data", str(tmp_path / "code.txt"), "--lora-rank", "2",
+            "--lora-train-biases", "--steps", "4", "--batch-size", "2", "--eval-every", "4", "--eval-batches", "1",
+            "--no-progress", "--lr", "1e-2", "--out", str(tmp_path / "ft")]
+    assert cli.main([*tune, "--init-from", str(tmp_path / "hf")]) == 2  # a Hugging Face folder: import it first
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "import-hf --model" in errors[0] and not (tmp_path / "ft").exists()
+    assert cli.main(["import-hf", "--model", str(tmp_path / "hf"), "--out", str(tmp_path / "imported")]) == 0
+    code = cli.main([*tune, "--init-from", str(tmp_path / "imported")])
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
     tuned = load_checkpoint(tmp_path / "ft")
-    assert tuned.meta.lora_base["path"] == str((tmp_path / "hf").resolve()) and tuned.meta.backend == "tinygrad"
+    assert tuned.meta.lora_base["path"] == str((tmp_path / "imported").resolve()) and tuned.meta.backend == "tinygrad"
     assert "h.0.attn.c_attn.bias" in tuned.adapters  # trained beside the adapters, as asked
     assert all(r["grad_norm"] > 0 for r in metrics(tmp_path / "ft"))
     assert generated(tmp_path / "ft", capsys, "tinygrad") == generated(tmp_path / "ft", capsys, "torch")

@@ -35,6 +35,7 @@ from safetensors.numpy import load, save
 
 from core.convert.quantize import check_model_params
 from core.model.config import GPTConfig, TrainConfig
+from core.model.lora import LoraConfig, check_adapters, merge
 from core.train.durable import SaveError, fsync_dir, write_file
 from core.train.meta import FILE_KEYS, CheckpointMeta
 
@@ -225,10 +226,34 @@ def load_checkpoint(path: str | Path, which: str | int = "last", optimizer: bool
         raise ValueError(f"checkpoint {folder} has no optimizer state, so training cannot resume from it: use `last`")
     base = None
     if adapters is not None:  # the base is read (and checked against its recorded sha256) outside the try
-        from core.train.lora_checkpoint import adapted_params
-
-        base, params = adapted_params(run_meta, config, adapters)
+        lora = LoraConfig.from_dict(run_meta.lora)
+        check_adapters(config, lora, adapters)
+        base = load_lora_base(run_meta.lora_base, config)
+        params = merge(base, adapters, lora)
     return Checkpoint(config, params, run_meta, tokenizer, state, folder, adapters, base)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_lora_base(base: dict, config: GPTConfig) -> dict[str, np.ndarray]:
+    """The base weights a LoRA checkpoint adapts (core/train/lora_checkpoint.py), checked against the
+    sha256 it recorded, with learned positions cropped to the run's block size as `--init-from` did."""
+    folder = Path(base["path"])
+    if not (folder / MODEL_FILE).is_file():
+        raise FileNotFoundError(f"the LoRA base {folder} is missing: put it back there (or merge-lora where it exists)")
+    if file_sha256(folder / MODEL_FILE) != base["sha256"]:
+        raise ValueError(f"the LoRA base {folder / MODEL_FILE} has changed since these adapters were trained "
+                         "(sha256 differs): restore that base, or train new adapters on this one")
+    params = dict(load_checkpoint(folder).params)
+    if "wpe.weight" in params:
+        params["wpe.weight"] = params["wpe.weight"][: config.block_size].copy()  # (base block, C) -> (block_size, C)
+    return params
 
 
 def load_best_or_last(path: str | Path, which: str | int = "best") -> Checkpoint:

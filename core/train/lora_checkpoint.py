@@ -4,21 +4,20 @@ A LoRA run's checkpoint (`core.train.checkpoint`) holds `adapters.safetensors` (
 adapters of core/model/lora.py, and biases/norms if asked) where a plain one holds model.safetensors,
 AdamW state of those alone, the tokenizer, and meta.json whose `lora` is the LoRA config and
 `lora_base` names the base: its checkpoint folder and the sha256 of its model.safetensors. Loading
-reads the base again and checks that digest, so a base changed or moved since training is a one-line
-error, never a silently different model. `merge-lora` writes base + adapters as a plain checkpoint.
+(`core.train.checkpoint.load_lora_base`) reads the base again and checks that digest, so a base changed
+or moved since training is a one-line error, never a silently different model. `merge-lora` writes
+base + adapters as a plain checkpoint.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from core.model.config import GPTConfig
-from core.model.lora import LoraConfig, check_adapters, count_trainable, merge
-from core.train.checkpoint import MODEL_FILE, Checkpoint, load_best_or_last, save_checkpoint
+from core.model.lora import LoraConfig, count_trainable
+from core.train.checkpoint import META_FILE, MODEL_FILE, Checkpoint, file_sha256, load_best_or_last, save_checkpoint
 from core.train.meta import CheckpointMeta
 
 
@@ -34,44 +33,18 @@ class LoraStart:
         return meta.replace(lora=self.config.to_dict(), lora_base=self.base)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def base_reference(folder: str | Path) -> dict:
-    """How a LoRA checkpoint names its base: the folder (absolute) and its weights' sha256."""
+    """How a LoRA checkpoint names its base: the folder (absolute) and its weights' sha256. Reading it
+    again (and checking that digest) is `core.train.checkpoint.load_lora_base`'s."""
     folder = Path(folder).resolve()
     weights = folder / MODEL_FILE
+    if not (folder / META_FILE).is_file():  # loading a base is the checkpoint loader's job: our format only
+        raise ValueError(f"{folder} is a Hugging Face folder: LoRA adapts a checkpoint of ours; convert it once with "
+                         f"import-hf --model {folder} --out DIR, then pass --init-from DIR")
     if not weights.is_file():
         raise ValueError(f"{folder} holds no {MODEL_FILE} (a LoRA checkpoint?): LoRA adapts a plain model; "
                          f"run merge-lora on it and pass the merged folder to --init-from")
-    return {"path": str(folder), "sha256": _sha256(weights)}
-
-
-def load_base(base: dict, config: GPTConfig) -> dict[str, np.ndarray]:
-    """The base weights a LoRA checkpoint adapts, checked against the digest it recorded."""
-    from core.train.init_from import load_initial_weights
-
-    folder = Path(base["path"])
-    if not (folder / MODEL_FILE).is_file():
-        raise FileNotFoundError(f"the LoRA base {folder} is missing: put it back there (or merge-lora where it exists)")
-    if _sha256(folder / MODEL_FILE) != base["sha256"]:
-        raise ValueError(f"the LoRA base {folder / MODEL_FILE} has changed since these adapters were trained "
-                         "(sha256 differs): restore that base, or train new adapters on this one")
-    # As the run read it: a Hugging Face folder converted, learned positions cropped to the run's block size.
-    return load_initial_weights(folder, {"block_size": config.block_size}).params
-
-
-def adapted_params(meta: CheckpointMeta, config: GPTConfig, adapters: dict) -> tuple[dict, dict]:
-    """A LoRA checkpoint's base weights and the adapted model as plain weights (base and adapters merged)."""
-    lora = LoraConfig.from_dict(meta.lora)
-    check_adapters(config, lora, adapters)
-    base = load_base(meta.lora_base, config)
-    return base, merge(base, adapters, lora)
+    return {"path": str(folder), "sha256": file_sha256(weights)}
 
 
 def merge_lora(checkpoint: str | Path, step: str | int = "best", out: str | Path | None = None) -> int:
