@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
 import sys
 
 from core.cli.flags import (
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     t.add_argument("--sample-tokens", type=int, default=48, help="tokens in the sample shown at each evaluation")
     add_lora_flags(t)
+    t.add_argument("--tune", type=float, default=None, metavar="SECONDS",
+                   help="tinygrad: first BEAM-search this run's kernels for about SECONDS (kept in tinygrad's disk "
+                   "cache: later runs of these shapes use them at no cost), then train")
     add_dataclass_flags(t, GPTConfig)
     add_dataclass_flags(t, TrainConfig)
     for name, help_text in (("generate", "continue prompts with a trained model"),
@@ -163,6 +167,12 @@ def make_backend(args: argparse.Namespace):
 def run_train(a: argparse.Namespace) -> int:
     from core.train.commands import train_command
 
+    if a.tune is not None:  # this run's shapes (as train_command sizes its model) tuned first
+        from backends.tinygrad.tune import run_shapes, tune_run
+
+        if (a.backend or os.environ.get("GPT_BACKEND", "tinygrad")) != "tinygrad":
+            raise ValueError("--tune searches tinygrad's kernels: use it with --backend tinygrad")
+        tune_run(*run_shapes(given(a, GPTConfig), given(a, TrainConfig), a.preset), a.tune)
     return train_command(lambda: make_backend(a), given(a, GPTConfig), given(a, TrainConfig), backend_name=a.backend,
                          preset=a.preset, data=a.data, tokenizer=a.tokenizer, max_data_mb=a.max_data_mb,
                          reverse=a.reverse, out=a.out, resume=a.resume, extend_steps=a.extend_steps,

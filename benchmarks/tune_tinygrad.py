@@ -19,35 +19,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.profile_tinygrad import CONFIGS, RESULTS
-from core.model.config import GPTConfig, TrainConfig
+from core.model.config import GPTConfig
 
 SHAPES = CONFIGS  # "default" is the README's first run (RUN_PRESETS["default"], its BPE vocabulary and batch)
 SIZE_FLAGS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
-
-
-def steps_of(config: GPTConfig, batch: int):
-    """The warm training, evaluation and decode steps of a fresh model of `config`."""
-    from backends import get_backend
-    from core.model.params import init_params
-
-    model = get_backend("tinygrad").build(config, init_params(config, seed=0), TrainConfig(batch_size=batch))
-    rng = np.random.default_rng(0)
-    data = rng.integers(0, config.vocab_size, (batch, config.block_size + 1))
-    prompt = rng.integers(0, config.vocab_size, (1, max(1, config.block_size // 8)))
-
-    def decode():
-        if model.cache is None or model.cache.pos >= config.block_size:
-            model.prefill(prompt)
-        model.decode(prompt[:, -1:])
-
-    steps = [lambda: model.train_step(data[:, :-1], data[:, 1:], 1e-4), lambda: model.logits(data[:, :-1]), decode]
-    for step in steps:
-        for _ in range(3):  # compile, capture, replay
-            step()
-    return steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tuning tinygrad kernels for {fields}, batch {batch}, for {args.seconds:.0f} s", file=sys.stderr)
     from backends.tinygrad import tune
 
-    found = tune.tune(steps_of(config, batch), args.seconds, args.beam, log=lambda m: print(m, file=sys.stderr))
+    found = tune.tune(tune.steps_of(config, batch), args.seconds, args.beam, log=lambda m: print(m, file=sys.stderr))
     result = {
         "config": fields,
         "batch_size": batch,

@@ -11,7 +11,7 @@ weight read without the batch index) and gives it options that suit the weight's
 
 - weight (in, out), outputs contiguous in a row: 16 outputs at once (UPCAST), so every step of the
   sum loads 16 consecutive floats of one weight row, and the sum unrolled by 4; at batch 2..8 two
-  rows at once as well, so each weight load serves both (about 10x at batch 1, 2x at batch 8, in
+  rows at once as well, so each weight load serves both (7-8x at batch 1 for most layers, 1.2-5x at batch 8, in
   `benchmarks/matvec.py`);
 - weight (out, in), the output head's (vocab, n_embd) read by row: 8 dot products at once, each
   unrolled by 8 (batch 1 only: at batch 8 tinygrad's own choice was as fast).

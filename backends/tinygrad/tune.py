@@ -13,6 +13,8 @@ a later run without BEAM ignores what it found. So:
   a kernel that was tuned gets its tuned options, at no search cost; the rest compile as before.
   `found()` says how many of the kernels compiled so far were tuned, for the one line that
   training and generation print. `GPT_TINYGRAD_TUNED=0` turns the lookup off.
+- `tune_run(config, batch_size, seconds)` is the `train --tune SECONDS` step: a fresh model of the
+  run's shapes, its training, evaluation and decode steps compiled, then `tune` on them.
 """
 
 from __future__ import annotations
@@ -147,3 +149,62 @@ def tune(steps: list[Callable[[], object]], seconds: float, beam: int = 2, log=p
         "time_share_tuned": round(covered, 4),
         "results": done,
     }
+
+
+def steps_of(config, batch: int) -> list[Callable[[], object]]:
+    """The warm training, evaluation and batch-1 decode steps of a fresh model of `config` (a GPTConfig)."""
+    import numpy as np
+
+    from backends.tinygrad.backend import TinygradBackend
+    from core.model.config import TrainConfig
+    from core.model.params import init_params
+
+    model = TinygradBackend().build(config, init_params(config, seed=0), TrainConfig(batch_size=batch))
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, config.vocab_size, (batch, config.block_size + 1))
+    prompt = rng.integers(0, config.vocab_size, (1, max(1, config.block_size // 8)))
+
+    def decode():
+        if model.cache is None or model.cache.pos >= config.block_size:
+            model.prefill(prompt)
+        model.decode(prompt[:, -1:])
+
+    steps = [lambda: model.train_step(data[:, :-1], data[:, 1:], 1e-4), lambda: model.logits(data[:, :-1]), decode]
+    for step in steps:
+        for _ in range(3):  # compile, capture, replay
+            step()
+    return steps
+
+
+def run_shapes(model_flags: dict, train_flags: dict, preset: str | None):
+    """(GPTConfig, batch size) of the run `train` would start with these flags (core/train/commands.py sizes
+    it so: the preset, the flags over it, a BPE vocabulary of --vocab-size or 8192)."""
+    from core.model.config import GPTConfig
+    from core.train.commands import DEFAULT_PRESET, DEFAULT_TRAIN, RUN_PRESETS
+
+    preset = preset or DEFAULT_PRESET
+    if preset not in RUN_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(RUN_PRESETS)}")
+    fields = {**RUN_PRESETS[preset], **model_flags, "vocab_size": model_flags.get("vocab_size") or 8192}
+    batch = train_flags.get("batch_size") or (DEFAULT_TRAIN["batch_size"] if preset == DEFAULT_PRESET else None)
+    if batch is None:
+        from core.model.config import TrainConfig
+
+        batch = TrainConfig().batch_size
+    return GPTConfig(**fields), batch
+
+
+def tune_run(config, batch: int, seconds: float, beam: int = 2, log=print) -> dict:
+    """BEAM-search the kernels of a run with `config` and training batch `batch` for about `seconds`."""
+    if seconds <= 0 or beam < 1:
+        raise ValueError(f"a tuning budget needs seconds > 0 and beam >= 1 (got {seconds}, {beam})")
+    log(
+        f"tune: compiling this run's training, evaluation and decode steps ({config.n_layer} layers, "
+        f"{config.n_embd} wide, vocab {config.vocab_size}, block {config.block_size}, batch {batch})"
+    )
+    found = tune(steps_of(config, batch), seconds, beam, log=log)
+    log(
+        f"tune: searched {found['searched']} of {found['kernels']} kernels in {found['seconds']} s; tuned kernels "
+        f"take {100 * found['time_share_tuned']:.0f}% of these steps' kernel time; kept in tinygrad's disk cache"
+    )
+    return found
