@@ -6,7 +6,8 @@
 Two models trained with torch on the built-in corpus (`TRAINING` below has the exact commands):
 
 - the `small` preset (6 layers, 512 dims, context 256, vocab 8192; 23M parameters), trained only
-  100 steps of 8 sequences (about half an hour on a 2-core CPU; far from converged);
+  40 steps of 8 sequences (a few minutes on a 2-core CPU; far from converged; 100 steps before
+  2026-12-02, shortened so that the whole benchmark reruns in well under half an hour);
 - a 2-layer, 128-dim model (context 64, vocab 8192; 1.5M parameters; the command line's `default`
   preset when it was measured), 300 steps of 16 sequences.
 
@@ -52,8 +53,8 @@ from core.train.meta import CheckpointMeta  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 # Run folder -> the command that trains it (run from the repository root).
 TRAINING = {
-    "runs/quantization-small": "train_next_word_prediction.py --backend torch --preset small --steps 100 "
-    "--batch-size 8 --warmup-steps 10 --lr 1e-3 --min-lr 1e-4 --eval-every 50 --eval-batches 4 --no-progress",
+    "runs/quantization-small": "train_next_word_prediction.py --backend torch --preset small --steps 40 "
+    "--batch-size 8 --warmup-steps 10 --lr 1e-3 --min-lr 1e-4 --eval-every 20 --eval-batches 4 --no-progress",
     "runs/quantization-default": "train_next_word_prediction.py --backend torch --n-layer 2 --n-head 4 --n-embd 128 "
     "--block-size 64 --steps 300 --batch-size 16 --lr 2e-3 --min-lr 2e-4 --warmup-steps 50 --eval-every 100 "
     "--eval-batches 8 --no-progress",
@@ -252,8 +253,9 @@ NOTES = """Reading these numbers:
 - tinygrad fuses the int8-to-float cast into the matmul kernel, which then reads a quarter of the bytes:
   batch-1 decoding of the `small` model, bound by reading the weights, runs about twice as fast. torch on
   CPU has no fused int8 weight-only matmul in this code: it converts each weight to float32 before its
-  matmul, so int8 saves disk and memory but decodes slower there. bfloat16 autocast on this CPU neither
-  helps nor hurts much."""
+  matmul, so int8 saves disk and memory but decodes slower there.
+- The bfloat16 rows run under torch's autocast, prefill and every cached decode step (KV cache in bfloat16
+  too); weights stay float32 in memory."""
 
 
 if __name__ == "__main__":
