@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import ROOT, Progress, machine, package_versions, write_results
+from benchmarks.common import ROOT, Progress, result_of, write_results
 from benchmarks.profile_tinygrad import CONFIGS, RESULTS
 
 # Run in the checkout being measured (which may predate this file), with the interpreter running this one.
@@ -109,14 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, (source, env) in variants.items():
             runs[name].append(first_step(source, CONFIGS[args.config], env))
             log(f"round {round_ + 1}, {name}: first step {runs[name][-1]['first_step_s']:.1f} s")
-    result = {
-        "config_name": args.config,
-        "config": CONFIGS[args.config][0],
-        "machine": machine(),
-        "versions": package_versions(),
-        "variants": runs,
-        "run": log.record("benchmarks.cold_start", argv),
-    }
+    result = result_of(
+        "benchmarks.cold_start", argv, log, config_name=args.config, config=CONFIGS[args.config][0], variants=runs
+    )
     write_results(args.out / f"cold-start-{args.config}", result, markdown(result))
     return 0
 

@@ -254,6 +254,12 @@ class Progress:
         }
 
 
+def result_of(prog: str, argv: list[str] | None, log: Progress, **figures) -> dict:
+    """A results file's record: `figures` (config, sections...), the machine, the versions and the run's
+    command, date and load (`prog` is the module run with -m, e.g. benchmarks.matvec)."""
+    return {**figures, "machine": machine(), "versions": package_versions(), "run": log.record(prog, argv)}
+
+
 def write_results(stem: Path, result: dict, markdown: str) -> None:
     """<stem>.json and <stem>.md, and the markdown on stdout."""
     import json

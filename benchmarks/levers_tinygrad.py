@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import Progress, interleave, machine, package_versions, write_results
+from benchmarks.common import Progress, interleave, result_of, write_results
 from benchmarks.profile_tinygrad import CONFIGS, RESULTS
 from core.model.config import GPTConfig, TrainConfig
 
@@ -138,14 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     log = Progress()
 
     sections = run(args.config, args.variants, args.decode_batches, args.repeats, log)
-    result = {
-        "config_name": args.config,
-        "config": CONFIGS[args.config][0],
-        "machine": machine(),
-        "versions": package_versions(),
-        "sections": sections,
-        "run": log.record("benchmarks.levers_tinygrad", argv),
-    }
+    result = result_of(
+        "benchmarks.levers_tinygrad",
+        argv,
+        log,
+        config_name=args.config,
+        config=CONFIGS[args.config][0],
+        sections=sections,
+    )
     write_results(args.out / f"levers-{args.config}", result, markdown(result))
     return 0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import Progress, machine, package_versions, write_results
+from benchmarks.common import Progress, result_of, write_results
 from benchmarks.profile_tinygrad import CONFIGS, RESULTS
 
 
@@ -96,13 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             timed = {v: product(batch, n_in, n_out, by_row, v == "ours", args.rounds) for v in ("tinygrad", "ours")}
             rows.append({"matrix": name, "batch": batch, "in": n_in, "out": n_out, **timed})
             log(f"{name} batch {batch}: {timed['tinygrad']['median_s'] / timed['ours']['median_s']:.2f}x")
-    result = {
-        "config_name": args.config,
-        "machine": machine(),
-        "versions": package_versions(),
-        "rows": rows,
-        "run": log.record("benchmarks.matvec", argv),
-    }
+    result = result_of("benchmarks.matvec", argv, log, config_name=args.config, rows=rows)
     write_results(args.out / f"matvec-{args.config}", result, markdown(result))
     return 0
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from backends.tinygrad.kernel_timer import kernel_timer
-from benchmarks.common import Progress, machine, package_versions, write_results
+from benchmarks.common import Progress, result_of, write_results
 from benchmarks.kernel_groups import Kernel, classify, summarize
 from core.model.config import GPTConfig, TrainConfig
 
@@ -176,20 +176,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from backends.tinygrad import model, threads
 
-    result = {
-        "config_name": args.config,
-        "config": CONFIGS[args.config][0],
-        "machine": machine(),
-        "versions": package_versions(),
-        "settings": {
-            "fast": model.FAST,
-            "parallel_threads": threads.enabled(),
-            "NUM_CPU_THREADS": NUM_CPU_THREADS.value,
-            "BEAM": BEAM.value,
-        },
-        "sections": sections,
-        "run": log.record("benchmarks.profile_tinygrad", argv),
+    settings = {
+        "fast": model.FAST,
+        "parallel_threads": threads.enabled(),
+        "NUM_CPU_THREADS": NUM_CPU_THREADS.value,
+        "BEAM": BEAM.value,
     }
+    result = result_of(
+        "benchmarks.profile_tinygrad",
+        argv,
+        log,
+        config_name=args.config,
+        config=CONFIGS[args.config][0],
+        settings=settings,
+        sections=sections,
+    )
     write_results(args.out / f"profile-{args.config}", result, markdown(result))
     return 0
 
