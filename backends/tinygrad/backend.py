@@ -22,8 +22,8 @@ from tinygrad.nn.state import get_state_dict
 
 from backends.tinygrad import compile_workers, threads, tune
 from backends.tinygrad.buffers import read, write
-from backends.tinygrad.device import select_device
-from backends.tinygrad.model import FAST, GPT, KVCache, stored
+from backends.tinygrad.device import check_compiles, select_device
+from backends.tinygrad.model import FAST, GPT, KVCache, stored, submodule
 from backends.tinygrad.replay import Replay
 from backends.tinygrad.slots import SlotServing
 from core.convert.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
@@ -53,25 +53,6 @@ def float32_power(beta: float, step: int) -> np.float32:
     return value
 
 
-def _check_compiles(name: str, device: str | tuple) -> None:
-    """A lower-precision dtype only where the device compiles it (this machine's clang has no x86 __bf16)."""
-    try:
-        probe = Tensor.ones(2, 2, device=device).cast(getattr(dtypes, name))
-        (probe @ probe).realize()
-    except Exception as err:  # a compiler failure from deep inside tinygrad, said in one line instead
-        raise ValueError(
-            f"tinygrad cannot compute in {name} on {device} here: its kernel compiler rejects the dtype "
-            f"({type(err).__name__}); use --dtype float16 or float32"
-        ) from None
-
-
-def submodule(net: GPT, name: str):
-    """The object at a dotted parameter path such as `h.0.attn.c_attn` (torch's get_submodule)."""
-    for part in name.split("."):
-        net = net[int(part)] if part.isdigit() else getattr(net, part)
-    return net
-
-
 class TinygradModel(SlotServing):
     def __init__(self, config: GPTConfig, params: dict[str, np.ndarray], device: str | tuple, train: TrainConfig):
         check_model_params(config, params)
@@ -79,7 +60,7 @@ class TinygradModel(SlotServing):
         # would need float32 master weights and loss scaling, which this backend does not have).
         self.compute_dtype = getattr(dtypes, train.dtype)
         if train.dtype != "float32":
-            _check_compiles(train.dtype, device)
+            check_compiles(train.dtype, device)
         self.config, self.device, self.train = config, device, train
         self.net = GPT(config, device)
         self.int8 = sorted(quantized_modules(params))  # modules holding int8 weights (core/convert/quantize.py), if any

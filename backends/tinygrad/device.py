@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 
-from tinygrad import Device
+from tinygrad import Device, Tensor, dtypes
 
 from core.model.interface import SetupError
 
@@ -50,3 +50,15 @@ def select_device(requested: str | None = None) -> str | tuple[str, ...]:
         return _check(Device.DEFAULT)
     except ValueError:
         return _check("CPU")
+
+
+def check_compiles(name: str, device: str | tuple) -> None:
+    """A lower-precision dtype only where the device compiles it (this machine's clang has no x86 __bf16)."""
+    try:
+        probe = Tensor.ones(2, 2, device=device).cast(getattr(dtypes, name))
+        (probe @ probe).realize()
+    except Exception as err:  # a compiler failure from deep inside tinygrad, said in one line instead
+        raise ValueError(
+            f"tinygrad cannot compute in {name} on {device} here: its kernel compiler rejects the dtype "
+            f"({type(err).__name__}); use --dtype float16 or float32"
+        ) from None

@@ -13,8 +13,8 @@ import numpy as np
 from tinygrad import Tensor
 from tinygrad.nn.state import get_state_dict
 
-from backends.tinygrad.backend import TinygradModel, submodule
-from backends.tinygrad.model import Linear, linear
+from backends.tinygrad.backend import TinygradModel
+from backends.tinygrad.model import Linear, linear, submodule
 from core.convert.quantize import check_model_params
 from core.model.config import GPTConfig, TrainConfig
 from core.model.lora import ADAPTER_SUFFIXES, LoraConfig, check_adapters, merge, target_layers, trainable_shapes

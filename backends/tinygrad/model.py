@@ -332,3 +332,10 @@ class GPT:
             maps.append(block.attn.weights(block.ln_1(x)))
             x = block(x)
         return maps
+
+
+def submodule(net: GPT, name: str):
+    """The object at a dotted parameter path such as `h.0.attn.c_attn` (torch's get_submodule)."""
+    for part in name.split("."):
+        net = net[int(part)] if part.isdigit() else getattr(net, part)
+    return net
