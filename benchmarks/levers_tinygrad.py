@@ -6,11 +6,11 @@ Variants of one training step (and of one cached decode step), timed in turn (be
 - default: every lever on;
 - no threads: kernel thread parts run in turn, as tinygrad 0.14 runs them (threads.py off);
 - no replay: captured steps go through TinyJit's own replay (replay.py off);
-- no weight-gradient layout: weight gradients summed over position-major memory (model.WGRAD off);
 - no tuned kernels: kernels compiled without the BEAM results `tune` left in the disk cache (tune.py);
+- no matmul options: matrix products compiled with tinygrad's own options, not ours (gemm.py, matvec.py);
 - tinygrad as shipped: all of the above off and GPT_TINYGRAD_FAST's older levers too.
 
-A lever that acts when a step is traced (layout, FAST) gets its own model, built and traced with it
+A lever that acts when a step is traced or compiled (FAST, matmul options) gets its own model, built and traced with it
 off; threads act per call. Writes levers-<config>.json and .md to benchmarks/results/ (or --out).
 """
 
@@ -30,26 +30,32 @@ VARIANTS = {  # name -> the settings it runs under (everything else on)
     "default": {},
     "no threads": {"threads": False},
     "no replay": {"replay": False},
-    "no weight-gradient layout": {"wgrad": False},
     "no tuned kernels": {"tuned": False},
-    "tinygrad as shipped": {"threads": False, "replay": False, "wgrad": False, "fast": False, "tuned": False},
+    "no matmul options": {"matmul": False},
+    "tinygrad as shipped": {
+        "threads": False, "replay": False, "fast": False, "tuned": False, "matmul": False
+    },
 }
 
 
 @contextmanager
-def settings(threads: bool = True, replay: bool = True, wgrad: bool = True, fast: bool = True, tuned: bool = True):
-    from backends.tinygrad import model, tune
+def settings(
+    threads: bool = True, replay: bool = True, fast: bool = True, tuned: bool = True, matmul: bool = True
+):
+    from backends.tinygrad import gemm, matvec, model, tune
     from backends.tinygrad import replay as replay_module
     from backends.tinygrad import threads as threads_module
 
-    saved = threads_module.enabled(), replay_module.ENABLED, model.WGRAD, model.FAST, tune.ENABLED
+    saved = threads_module.enabled(), replay_module.ENABLED, model.FAST, tune.ENABLED, gemm.ENABLED
     threads_module.enable(threads)
-    replay_module.ENABLED, model.WGRAD, model.FAST, tune.ENABLED = replay, wgrad, fast, tuned
+    replay_module.ENABLED, model.FAST, tune.ENABLED = replay, fast, tuned
+    gemm.ENABLED = matvec.ENABLED = matmul
     try:
         yield
     finally:
         threads_module.enable(saved[0])
-        replay_module.ENABLED, model.WGRAD, model.FAST, tune.ENABLED = saved[1:]
+        replay_module.ENABLED, model.FAST, tune.ENABLED = saved[1:4]
+        gemm.ENABLED = matvec.ENABLED = saved[4]
 
 
 def run(config_name: str, names: list[str], decode_batches: list[int], repeats: int, log) -> dict:

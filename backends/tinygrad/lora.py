@@ -14,7 +14,7 @@ from tinygrad import Tensor
 from tinygrad.nn.state import get_state_dict
 
 from backends.tinygrad.backend import TinygradModel
-from backends.tinygrad.model import Linear, linear, submodule
+from backends.tinygrad.model import Linear, submodule
 from core.convert.quantize import check_model_params
 from core.model.config import GPTConfig, TrainConfig
 from core.model.lora import ADAPTER_SUFFIXES, LoraConfig, check_adapters, merge, target_layers, trainable_shapes
@@ -32,7 +32,7 @@ class LoraLinear:
 
     def __call__(self, x: Tensor) -> Tensor:
         # The weight is detached: the base is frozen, so no gradient is built for it.
-        return linear(x, self.weight.detach(), self.bias) + (x @ self.lora_A) @ self.lora_B * self.scale
+        return x.linear(self.weight.detach(), self.bias) + (x @ self.lora_A) @ self.lora_B * self.scale
 
 
 class LoraTinygradModel(TinygradModel):

@@ -47,13 +47,13 @@ def opts_for(ast: UOp, renderer) -> tuple[Opt, ...] | None:
         return None
     if ast.key not in _decided:  # every realize asks again for the kernels it compiles: decide once each
         # Cheaply on the kernel as given; where it qualifies, again on the form tinygrad applies options to.
-        _decided[ast.key] = _choose(ast, renderer) and _choose(_as_optimized(ast), renderer)
+        _decided[ast.key] = _choose(ast, renderer) and _choose(as_optimized(ast), renderer)
         if _decided[ast.key] is not None:
             chosen.add(ast.key)
     return _decided[ast.key]
 
 
-def _as_optimized(ast: UOp) -> UOp:
+def as_optimized(ast: UOp) -> UOp:
     """`ast` rewritten as tinygrad's full_rewrite_to_sink rewrites it before applying options (tinygrad
     0.14, codegen/__init__.py): splitting and simplifying ranges may renumber the axes options name."""
     sink = graph_rewrite(ast, multi_pm, name="multi_pm")

@@ -7,9 +7,8 @@ are the checkpoint keys. Linear weights are stored (in_features, out_features), 
 
 A few places differ from the obvious code because tinygrad is slow there on a CPU: `attention`,
 `Embedding.__call__` and the kernel boundaries of `stored`. `GPT_TINYGRAD_FAST=0` in the environment
-(or `FAST = False` here before a model is built) turns them all off; in training, linear layers and the
-output head also route their weight gradients through feature-major copies (`_with_weight_gradient`,
-off with GPT_TINYGRAD_WGRAD=0).
+(or `FAST = False` here before a model is built) turns them all off. The matmuls themselves are plain
+`@`: gemm.py and matvec.py give their kernels options when tinygrad compiles them.
 """
 
 from __future__ import annotations
@@ -23,39 +22,7 @@ from tinygrad.helpers import TRAINING
 from core.model.config import GPTConfig
 
 FAST = os.environ.get("GPT_TINYGRAD_FAST", "1") != "0"
-# Weight gradients from feature-major copies (`_with_weight_gradient`); GPT_TINYGRAD_WGRAD=0 turns it off.
-WGRAD = os.environ.get("GPT_TINYGRAD_WGRAD", "1") != "0"
 SPLIT_FROM = 128  # sequence length from which causal `attention` splits its queries in two (measured at 256)
-
-
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """y = x @ weight + bias, weight stored (in, out), as Tensor.linear takes it."""
-    if _fast_training(weight):
-        return _with_weight_gradient(x @ weight.detach(), x, weight, lambda xs: xs @ weight) + (
-            0 if bias is None else bias
-        )
-    return x.linear(weight, bias)
-
-
-def _fast_training(weight: Tensor) -> bool:
-    """Whether a matmul with `weight` takes the weight-gradient layout below: training, FAST, one device."""
-    return FAST and WGRAD and bool(TRAINING) and isinstance(weight.device, str)
-
-
-def _with_weight_gradient(y: Tensor, x: Tensor, weight: Tensor, product) -> Tensor:
-    """`y` (x @ weight, its weight detached), whose gradient reaches `weight` through `product(x)` laid out
-    so that the weight gradient's reduction over the B*T positions reads contiguous memory.
-
-    The weight gradient of x @ W is x.T @ dy, a sum over the positions of x (positions, in) and dy
-    (positions, out), both stored position-major: each step of the sum jumps a whole row in both,
-    and tinygrad's kernel for it ran at 2-3 GFLOP/s here. Stored feature-major instead (x.T and dy.T
-    contiguous, two transposing copies), the same sum reads both rows in order, 4-10x faster
-    (benchmarks/results/tinygrad-cpu.md). `z - z.detach()` is exactly zero, and tinygrad folds it
-    away, so the forward pass computes nothing more: z only carries the gradient.
-    """
-    x_feature_major = x.detach().transpose(-1, -2).contiguous().transpose(-1, -2)  # (B, T, in) stored (B, in, T)
-    z = product(x_feature_major).transpose(-1, -2).contiguous_backward().transpose(-1, -2)  # dz stored (B, out, T)
-    return y + (z - z.detach())
 
 
 def stored(x: Tensor, gradient: bool = False) -> Tensor:
@@ -85,7 +52,9 @@ def repeat_kv(x: Tensor, n_head: int) -> Tensor:
     return x.repeat_interleave(n_head // x.shape[1], dim=1) if x.shape[1] != n_head else x
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, dropout: float = 0.0) -> Tensor:
+def attention(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool, dropout: float = 0.0, last_key: UOp | None = None
+) -> Tensor:
     """softmax(q @ k.T / sqrt(head_size)) @ v for queries (B, nh, T, hs) over keys and values (B, nh, S, hs).
 
     tinygrad's `scaled_dot_product_attention` fuses the softmax into the second matmul, which then
@@ -93,7 +62,11 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, dropout: float = 0.
     exponentials once each instead. A causal mask hides half of the scores; splitting the queries in
     two lets the first half skip the second half's keys altogether, a quarter of the work. Together
     about 6x faster than the built-in on a CPU (benchmarks/attention.py).
+
+    `last_key` (a decode step's position) hides the keys after it: the caller passes the whole cache.
     """
+    if last_key is not None:
+        return _attend(q, k, v, None, dropout, last_key)
     if not FAST:
         return q.scaled_dot_product_attention(k, v, dropout_p=dropout, is_causal=causal)
     T = q.shape[2]
@@ -105,12 +78,16 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, dropout: float = 0.
     return _attend(q, k, v, 0 if causal else None, dropout)
 
 
-def _attend(q: Tensor, k: Tensor, v: Tensor, first_query: int | None, dropout: float) -> Tensor:
+def _attend(
+    q: Tensor, k: Tensor, v: Tensor, first_query: int | None, dropout: float, last_key: UOp | None = None
+) -> Tensor:
     """Attention with kernel boundaries; with `first_query`, causal for queries at positions first_query...
-    over keys from position 0 (None: no mask)."""
+    over keys from position 0 (None: no mask); with `last_key`, keys after it hidden."""
     scores = (q @ k.transpose(-2, -1)).contiguous() / math.sqrt(q.shape[-1])  # (B, nh, T, S)
     if first_query is not None:  # query i sees keys 0..first_query + i
         scores = scores.const_like(True, dtypes.bool).triu(1 + first_query).where(float("-inf"), scores)
+    if last_key is not None:
+        scores = (Tensor.arange(k.shape[2]) > last_key).where(float("-inf"), scores)
     weights = (scores - scores.max(-1, keepdim=True).detach()).exp().contiguous()  # unnormalized softmax
     # Normalizing after the second matmul divides (T, hs) numbers instead of (T, S).
     return ((weights.dropout(dropout) @ v) / weights.sum(-1, keepdim=True)).contiguous()  # (B, nh, T, hs)
@@ -127,9 +104,9 @@ class Linear:
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.weight is None:  # int8: (x @ Q) * scale; the cast fuses into the matmul, which reads int8
-            y = linear(x, self.weight_int8.cast(x.dtype), None) * self.weight_scale
+            y = x.linear(self.weight_int8.cast(x.dtype)) * self.weight_scale
             return y + self.bias if self.bias is not None else y
-        return linear(x, self.weight, self.bias)
+        return x.linear(self.weight, self.bias)  # weight (in, out)
 
 
 class LayerNorm:
@@ -177,11 +154,6 @@ class Embedding:
         """x @ weight.T: (B, T, n_embd) -> (B, T, n). With int8, a row's scale multiplies its logit."""
         if self.weight is None:
             return (x @ self.weight_int8.T.cast(x.dtype)) * self.weight_scale
-        if _fast_training(self.weight):
-            # The input gradient dlogits @ weight sums over the vocabulary: a (n_embd, n) copy of the weight
-            # makes it read both operands along that sum (a linear layer's (in, out) layout), 3x faster.
-            y = x @ self.weight.detach().T.contiguous()  # (B, T, C) @ (C, V)
-            return _with_weight_gradient(y, x, self.weight, lambda xs: xs @ self.weight.T)
         return x @ self.weight.T
 
 
@@ -247,10 +219,19 @@ class CausalSelfAttention:
             end = start + T
             cache.k[layer][:, :, start:end].assign(k)
             cache.v[layer][:, :, start:end].assign(v)
-            k, v = cache.k[layer][:, :, 0:end], cache.v[layer][:, :, 0:end]
+            if isinstance(start, UOp) and T == 1 and FAST:
+                # A jitted decode step (start symbolic) attends over the whole cache, the keys after its
+                # position masked: a slice of symbolic length put integer divisions by it into every
+                # index of the attention kernels, whose time then grew with each cached key (at batch 8,
+                # 4.6 -> 7.6 ms a reference-size step by position 255; flat with the mask).
+                k, v, last_key = cache.k[layer], cache.v[layer], start
+            else:
+                k, v, last_key = cache.k[layer][:, :, 0:end], cache.v[layer][:, :, 0:end], None
             # A single new query may see every cached key; a prompt of T > 1 starting at 0 needs the
             # causal mask (tinygrad aligns is_causal top-left, which is right only from position 0).
-            y = attention(q, repeat_kv(k, self.n_head), repeat_kv(v, self.n_head), causal=T > 1)
+            y = attention(
+                q, repeat_kv(k, self.n_head), repeat_kv(v, self.n_head), causal=T > 1, last_key=last_key
+            )
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, n_head, T, head_size) -> (B, T, C)
         return self.c_proj(y).dropout(self.dropout)
 

@@ -30,7 +30,7 @@ from tinygrad.codegen import to_program, to_program_cache, to_program_key
 from tinygrad.helpers import NUM_CPU_THREADS, diskcache_get, diskcache_put, tqdm
 from tinygrad.uop.ops import Ops, UOp
 
-from backends.tinygrad import matvec
+from backends.tinygrad import gemm, matvec
 from backends.tinygrad.kernel_timer import kernel_timer
 
 TABLE = "gpt_tuned_opts"
@@ -68,8 +68,8 @@ def _lower_and_compile(linear: UOp) -> UOp:
         _seen.setdefault(ast.key, (ast, renderer))
         if ast.arg.opts_to_apply is None and ast.arg.beam == 0:
             opts = diskcache_get(TABLE, _key(ast, renderer)) if ENABLED else None
-            if opts is None:  # not tuned: our options for a decode step's matrix-vector product, if it is one
-                opts = matvec.opts_for(ast, renderer)
+            if opts is None:  # not tuned: our options for a matrix-vector or matrix-matrix product, if it is one
+                opts = matvec.opts_for(ast, renderer) or gemm.opts_for(ast, renderer)
             else:
                 _tuned.add(ast.key)
             if opts is not None:
@@ -98,7 +98,8 @@ def found() -> tuple[int, int]:
 
 def summary() -> str:
     tuned, total = found()
-    ours = f", {len(matvec.chosen)} matrix-vector kernels our own options" if matvec.chosen else ""
+    mine = len(matvec.chosen) + len(gemm.chosen)
+    ours = f", {mine} matrix products our own options" if mine else ""
     if tuned:
         return f"tinygrad: {tuned} of {total} kernels use tuned options from the disk cache{ours}"
     return f"tinygrad: no tuned kernels for these shapes ({total} kernels{ours}; `tune` searches them)"

@@ -1,0 +1,137 @@
+"""Our matrix-matrix kernels for training and prefill: tinygrad's own codegen, options chosen for the layout.
+
+A CPU matmul is fast when each step of its sum loads a few values of one input, a short contiguous
+row of the other, and multiplies every pair into accumulators held in registers (an "outer product"
+step): here 4 rows of the output times 16 of its columns, 64 multiply-adds for 20 loads. tinygrad's
+CPU heuristics upcast 3 or 4 outputs along two axes whatever the layout, and reached 12-44 GFLOP/s
+on this machine's training matmuls where these options reach 45-90 (`benchmarks/gemm.py`).
+
+`opts_for` recognizes a matmul kernel (one sum of a product of two loads, more rows than a decode
+step's matrix-vector products, which `matvec.py` handles) and tells two layouts apart by the loads'
+index expressions:
+
+- outer product form: one output axis `n` is contiguous in one input and absent from the other, as
+  in x @ W with W stored (in, out), or a weight gradient x.T @ dy summed over positions: 16 outputs
+  along `n` at once (fewer where 16 does not divide it), 4 along another output axis `m`, the sum
+  unrolled by 4;
+- dot-product form: the summed axis is contiguous in both inputs (dy @ W.T, q @ k.T): 8 outputs
+  along one axis and 4 along another, the sum unrolled by 4.
+
+Large kernels are also split over the CPU threads (threads.py runs the parts at once). Options go
+where tuned ones would (tune.py's compile hook), so a kernel `tune` has searched keeps its own, and
+every option is checked on the kernel first: a kernel that does not take them compiles as before.
+The sums add the same products in another order, so results agree with tinygrad's own kernels to
+float32 round-off. `GPT_TINYGRAD_GEMM=0` turns it off.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tinygrad.codegen.opt import KernelOptError, Opt, OptOps
+from tinygrad.codegen.opt.postrange import Scheduler
+from tinygrad.helpers import NUM_CPU_THREADS
+from tinygrad.uop.ops import AxisType, Ops, UOp
+
+from backends.tinygrad import matvec
+
+ENABLED = os.environ.get("GPT_TINYGRAD_GEMM", "1") != "0"
+THREAD_FROM_FLOPS = 8_000_000  # as threads.py: smaller kernels lose more to waking a thread than they gain
+# Upcast amounts, first that divides the axis: outer product form (along n, along m), dot-product form.
+OUTER = ((16, 8, 4), (4, 2, 3))
+DOT = ((8, 4, 2), (4, 2))
+chosen: set[bytes] = set()  # kernel AST keys given these options in this process
+_decided: dict[bytes, tuple[Opt, ...] | None] = {}
+
+
+def opts_for(ast: UOp, renderer) -> tuple[Opt, ...] | None:
+    """Options for a matrix-matrix product kernel `ast` on a CPU renderer, or None to leave it as is."""
+    if not ENABLED or renderer.target.device != "CPU":
+        return None
+    if ast.key not in _decided:
+        _decided[ast.key] = _choose(matvec.as_optimized(ast), renderer)
+        if _decided[ast.key] is not None:
+            chosen.add(ast.key)
+    return _decided[ast.key]
+
+
+def _first_divisor(size: int, choices: tuple[int, ...]) -> int | None:
+    return next((c for c in choices if size % c == 0), None)
+
+
+def _choose(ast: UOp, renderer) -> tuple[Opt, ...] | None:
+    k = Scheduler(ast, renderer)
+    k.convert_loop_to_global()
+    reduce, reduces = k.reduceop, k.ranges_of(AxisType.REDUCE)
+    if reduce is None or reduce.arg[0] is not Ops.ADD or len(k.reduceops) != 1 or not reduces:
+        return None
+    product = reduce.src[0]
+    if product.op is not Ops.MUL:
+        return None
+    if any(not isinstance(s, int) for s in k.full_shape):
+        return None  # a symbolic size (a decode step's cache length): left to tinygrad
+    shape, outputs = list(k.full_shape), k.upcastable_dims
+    # Each factor is a load or elementwise work on loads (a bias added, a LayerNorm's per-row statistics):
+    # its axes are the ranges its loads' indices use; it is contiguous along an axis that is a bare term
+    # of a load that moves with the sum (a per-row statistic, loaded once a row, does not count).
+    loads = [[u.src[1].get_idx() for u in side.toposort() if u.op is Ops.INDEX] for side in product.src]
+    if any(u.op is Ops.REDUCE for side in product.src for u in side.toposort()) or not all(loads):
+        return None
+    last_sum = k.rngs.index(reduces[-1])
+    uses = [{a for a in range(len(shape)) if any(k.rngs[a] in i.ranges for i in side)} for side in loads]
+    streamed = [[i for i in side if reduces[-1] in i.ranges] for side in loads]
+    contiguous = [
+        {a for a in range(len(shape)) if any(k.rngs[a] in i.split_uop(Ops.ADD) for i in side)} for side in streamed
+    ]
+    opts: list[Opt] = []
+    outer = [(n, side) for side in (0, 1) for n in outputs if n in contiguous[side] and n not in uses[1 - side]]
+    if outer:  # x @ W: 16 consecutive outputs of one input's row, times 4 values of the other
+        n, side = max(outer, key=lambda ns: shape[ns[0]])
+        m_axes = [a for a in outputs if a in uses[1 - side] and a not in uses[side]]
+        n_by = _first_divisor(shape[n], OUTER[0])
+        if n_by is None or not m_axes:
+            return None
+        m = max(m_axes, key=lambda a: shape[a])
+        if shape[m] <= matvec.MAX_ROWS:
+            return None  # a decode step's matrix-vector product: matvec.py's
+        opts.append(Opt(OptOps.UPCAST, n, n_by))
+        if m_by := _first_divisor(shape[m], OUTER[1]):
+            opts.append(Opt(OptOps.UPCAST, m, m_by))
+    elif DOT and all(last_sum in c for c in contiguous):  # dot products: both inputs read along the sum
+        side_axes = [_widest([a for a in outputs if a in uses[s] and a not in uses[1 - s]], shape) for s in (0, 1)]
+        if None in side_axes or min(shape[a] for a in side_axes) <= matvec.MAX_ROWS:
+            return None
+        for axis, choices in zip(side_axes, DOT, strict=True):
+            if by := _first_divisor(shape[axis], choices):
+                opts.append(Opt(OptOps.UPCAST, axis, by))
+        m = side_axes[0]
+    else:
+        return None
+    if shape[last_sum] % 4 == 0:
+        opts.append(Opt(OptOps.UNROLL, len(reduces) - 1, 4))
+    flops = 2
+    for s in shape:
+        flops *= s
+    threads = NUM_CPU_THREADS.value
+    if threads > 1 and flops >= THREAD_FROM_FLOPS:
+        thread_axis = next((a for a in [m, *outputs] if (shape[a] // _upcast(opts, a)) % threads == 0), None)
+        if thread_axis is not None:
+            opts.append(Opt(OptOps.THREAD, thread_axis, threads))
+    try:
+        for opt in opts:
+            k.apply_opt(opt)
+    except KernelOptError:
+        return None
+    return tuple(opts)
+
+
+def _widest(axes: list[int], shape: list[int]) -> int | None:
+    return max(axes, key=lambda a: shape[a], default=None)
+
+
+def _upcast(opts: list[Opt], axis: int) -> int:
+    by = 1
+    for o in opts:
+        if o.op is OptOps.UPCAST and o.axis == axis:
+            by *= o.arg
+    return by
