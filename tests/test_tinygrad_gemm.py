@@ -47,7 +47,7 @@ def _product(layout: str, M: int, K: int, N: int, seed: int) -> tuple[np.ndarray
     return out, theirs(a_np, b_np), opts
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=6, deadline=None)  # hypothesis and function-scoped fixtures: MIN_FLOPS set inside
 @given(
     layout=st.sampled_from(sorted(LAYOUTS)),
     M=st.sampled_from([32, 48, 96]),
@@ -57,7 +57,11 @@ def _product(layout: str, M: int, K: int, N: int, seed: int) -> tuple[np.ndarray
 )
 def test_products_stay_right(layout, M, K, N, seed):
     """Every layout of a training step's matmuls, with our options where they apply, agrees with numpy."""
-    out, want, _ = _product(layout, M, K, N, seed)
+    saved, gemm.MIN_FLOPS = gemm.MIN_FLOPS, 0
+    try:
+        out, want, _ = _product(layout, M, K, N, seed)
+    finally:
+        gemm.MIN_FLOPS = saved
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(K))
 
 
@@ -65,7 +69,13 @@ def _applied(opts: list) -> list[set]:
     return [{(o.op.name, o.arg) for o in applied} for applied in opts]
 
 
-def test_outer_product_layouts_get_16_by_4_tiles():
+@pytest.fixture
+def every_size(monkeypatch):
+    """Our options for kernels of any size (by default only from gemm.MIN_FLOPS, to save compile time)."""
+    monkeypatch.setattr(gemm, "MIN_FLOPS", 0)
+
+
+def test_outer_product_layouts_get_16_by_4_tiles(every_size):
     """x @ W and the weight gradient x.T @ dy: 16 outputs along the contiguous axis, 4 along the other,
     the sum unrolled by 4, and (large enough) split over the threads."""
     for layout in ("x @ W", "x.T @ dy", "LayerNorm(x) @ W"):
@@ -77,13 +87,35 @@ def test_outer_product_layouts_get_16_by_4_tiles():
             assert ("THREAD", NUM_CPU_THREADS.value) in tiles[0], (layout, opts)
 
 
-def test_dot_product_layout_gets_8_by_4_tiles():
+def test_dot_product_layout_gets_8_by_4_tiles(every_size):
     """dy @ W.T (the sum contiguous in both inputs): 8 outputs along one axis, 4 along the other."""
     _, _, opts = _product("dy @ W.T", 256, 128, 256, seed=0)
     assert any({("UPCAST", 8), ("UPCAST", 4), ("UNROLL", 4)} <= a for a in _applied(opts)), opts
 
 
-def test_decode_sized_products_are_not_ours():
+def test_column_sums_read_16_columns_at_once():
+    """A bias's gradient (a sum over the rows of a (positions, out) matrix) gets 16 columns at once."""
+    rng = np.random.default_rng(3)
+    a_np = rng.standard_normal((96, 48), dtype=np.float32)
+    before = set(to_program_cache)
+    step = Replay(lambda a: a.sum(0).realize(), "CPU")
+    a = Tensor(a_np).realize()
+    for _ in range(3):
+        out = step(a).numpy()
+    np.testing.assert_allclose(out, a_np.sum(0), rtol=1e-5, atol=1e-4)
+    opts = [p.src[0].arg.applied_opts for k, p in to_program_cache.items() if k not in before]
+    assert any(("UPCAST", 16) in a for a in _applied(opts)), opts
+
+
+def test_small_matmuls_compile_as_tinygrad_would():
+    """Below gemm.MIN_FLOPS our larger tiles cost more compile time than they save: none of ours."""
+    chosen = set(gemm.chosen)
+    out, want, _ = _product("x @ W", 64, 64, 64, seed=4)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-3)
+    assert gemm.chosen == chosen
+
+
+def test_decode_sized_products_are_not_ours(every_size):
     """At most 8 rows is a decode step's matrix-vector product (matvec.py's), not a matmul for gemm.py."""
     chosen = set(gemm.chosen)
     out, want, _ = _product("x @ W", 8, 64, 64, seed=1)
@@ -91,7 +123,7 @@ def test_decode_sized_products_are_not_ours():
     assert gemm.chosen == chosen
 
 
-def test_switched_off_compiles_tinygrads_own(monkeypatch):
+def test_switched_off_compiles_tinygrads_own(monkeypatch, every_size):
     """GPT_TINYGRAD_GEMM=0 (ENABLED False): no options of ours, the same product."""
     monkeypatch.setattr(gemm, "ENABLED", False)
     chosen = set(gemm.chosen)

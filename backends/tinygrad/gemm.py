@@ -39,6 +39,9 @@ from tinygrad.uop.ops import AxisType, Ops, UOp
 from backends.tinygrad import matvec
 
 ENABLED = os.environ.get("GPT_TINYGRAD_GEMM", "1") != "0"
+# Our tiles make larger kernels, slower to compile: below this the first step's compile time (6 s more in
+# the README's default run with every matmul ours) outweighed what the faster steps saved.
+MIN_FLOPS = 40_000_000
 THREAD_FROM_FLOPS = 8_000_000  # as threads.py: smaller kernels lose more to waking a thread than they gain
 # Upcast amounts, first that divides the axis: outer product form (along n, along m), dot-product form.
 OUTER = ((16, 8, 4), (4, 2, 3))
@@ -115,6 +118,8 @@ def _choose(ast: UOp, renderer) -> tuple[Opt, ...] | None:
     flops = 2
     for s in shape:
         flops *= s
+    if flops < MIN_FLOPS:
+        return None
     threads = NUM_CPU_THREADS.value
     if threads > 1 and flops >= THREAD_FROM_FLOPS:
         thread_axis = next((a for a in [m, *outputs] if (shape[a] // _upcast(opts, a)) % threads == 0), None)
