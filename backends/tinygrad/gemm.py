@@ -3,8 +3,8 @@
 A CPU matmul is fast when each step of its sum loads a few values of one input, a short contiguous
 row of the other, and multiplies every pair into accumulators held in registers (an "outer product"
 step): here 4 rows of the output times 16 of its columns, 64 multiply-adds for 20 loads. tinygrad's
-CPU heuristics upcast 3 or 4 outputs along two axes whatever the layout, and reached 12-44 GFLOP/s
-on this machine's training matmuls where these options reach 45-90 (`benchmarks/gemm.py`).
+CPU heuristics upcast 3 or 4 outputs along two axes whatever the layout; with these options instead a
+baby-GPT training step is 1.56x faster (`python -m benchmarks.levers_tinygrad`, "no matmul options").
 
 `opts_for` recognizes a matmul kernel (one sum of a product of two loads, more rows than a decode
 step's matrix-vector products, which `matvec.py` handles) and tells two layouts apart by the loads'
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 
-from tinygrad.codegen.opt import KernelOptError, Opt, OptOps
+from tinygrad.codegen.opt import Opt, OptOps
 from tinygrad.codegen.opt.postrange import Scheduler
 from tinygrad.helpers import NUM_CPU_THREADS
 from tinygrad.uop.ops import AxisType, Ops, UOp
@@ -39,8 +39,8 @@ from tinygrad.uop.ops import AxisType, Ops, UOp
 from backends.tinygrad import matvec
 
 ENABLED = os.environ.get("GPT_TINYGRAD_GEMM", "1") != "0"
-# Our tiles make larger kernels, slower to compile: below this the first step's compile time (6 s more in
-# the README's default run with every matmul ours) outweighed what the faster steps saved.
+# Our tiles make larger kernels, slower to compile: below this the first step's compile time (about 6 s
+# more in the README's default run with every matmul ours) outweighed what the faster steps saved.
 MIN_FLOPS = 40_000_000
 THREAD_FROM_FLOPS = 8_000_000  # as threads.py: smaller kernels lose more to waking a thread than they gain
 # Upcast amounts, first that divides the axis: outer product form (along n, along m), dot-product form.
@@ -103,7 +103,7 @@ def _choose(ast: UOp, renderer) -> tuple[Opt, ...] | None:
         opts.append(Opt(OptOps.UPCAST, n, n_by))
         if m_by := _first_divisor(shape[m], OUTER[1]):
             opts.append(Opt(OptOps.UPCAST, m, m_by))
-    elif DOT and all(last_sum in c for c in contiguous):  # dot products: both inputs read along the sum
+    elif all(last_sum in c for c in contiguous):  # dot products: both inputs read along the sum
         side_axes = [_widest([a for a in outputs if a in uses[s] and a not in uses[1 - s]], shape) for s in (0, 1)]
         if None in side_axes or min(shape[a] for a in side_axes) <= matvec.MAX_ROWS:
             return None
@@ -125,34 +125,24 @@ def _choose(ast: UOp, renderer) -> tuple[Opt, ...] | None:
         thread_axis = next((a for a in [m, *outputs] if (shape[a] // _upcast(opts, a)) % threads == 0), None)
         if thread_axis is not None:
             opts.append(Opt(OptOps.THREAD, thread_axis, threads))
-    try:
-        for opt in opts:
-            k.apply_opt(opt)
-    except KernelOptError:
-        return None
-    return tuple(opts)
+    return matvec.fitting(k, opts)
 
 
 def _column_sum(k: Scheduler, reduces: list[UOp]) -> tuple[Opt, ...] | None:
     """Options for a sum down the columns of a matrix (a bias's or a LayerNorm weight's gradient, summed
     over the B*T positions): tinygrad sums one column at a time, a whole row's stride between loads (about
     1 ms for a 768 x 512 matrix here); 16 columns at once read each row's 64 bytes in order (18x)."""
+    if len(k.upcastable_dims) != 1:
+        return None
+    axis = k.upcastable_dims[0]
+    if not isinstance(k.full_shape[axis], int) or k.full_shape[axis] % 16:
+        return None
     loads = [u.src[1].get_idx() for u in k.reduceop.src[0].toposort() if u.op is Ops.INDEX]
-    if len(k.upcastable_dims) != 1 or not isinstance(k.full_shape[k.upcastable_dims[0]], int):
-        return None
-    column = k.rngs[k.upcastable_dims[0]]
-    matrix = [i for i in loads if column in i.ranges]  # the rest are per-row values (LayerNorm statistics)
-    if not matrix or k.full_shape[k.upcastable_dims[0]] % 16:
-        return None
-    if not all(column in i.split_uop(Ops.ADD) and not any(r in i.split_uop(Ops.ADD) for r in reduces) for i in matrix):
+    matrix = [i for i in loads if k.rngs[axis] in i.ranges]  # the rest: per-row values (LayerNorm statistics)
+    terms = [list(i.split_uop(Ops.ADD)) for i in matrix]
+    if not matrix or not all(k.rngs[axis] in t and not any(r in t for r in reduces) for t in terms):
         return None  # the matrix is not read along its rows: not a column sum
-    columns = k.upcastable_dims
-    opts = (Opt(OptOps.UPCAST, columns[0], 16),)
-    try:
-        k.apply_opt(opts[0])
-    except KernelOptError:
-        return None
-    return opts
+    return matvec.fitting(k, [Opt(OptOps.UPCAST, axis, 16)])
 
 
 def _widest(axes: list[int], shape: list[int]) -> int | None:

@@ -98,6 +98,11 @@ def _choose(ast: UOp, renderer) -> tuple[Opt, ...] | None:
         opts = [Opt(OptOps.UPCAST, out, 8), Opt(OptOps.UNROLL, 0, 8)]
     else:
         return None
+    return fitting(k, opts)
+
+
+def fitting(k: Scheduler, opts: list[Opt]) -> tuple[Opt, ...] | None:
+    """`opts` if they all apply to the kernel `k` (applied to it, as tinygrad will), else None."""
     try:
         for opt in opts:
             k.apply_opt(opt)
