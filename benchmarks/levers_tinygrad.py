@@ -46,7 +46,7 @@ def settings(
     from backends.tinygrad import replay as replay_module
     from backends.tinygrad import threads as threads_module
 
-    saved = threads_module.enabled(), replay_module.ENABLED, model.FAST, tune.ENABLED, gemm.ENABLED
+    saved = threads_module.enabled(), replay_module.ENABLED, model.FAST, tune.ENABLED, gemm.ENABLED, matvec.ENABLED
     threads_module.enable(threads)
     replay_module.ENABLED, model.FAST, tune.ENABLED = replay, fast, tuned
     gemm.ENABLED = matvec.ENABLED = matmul
@@ -54,8 +54,7 @@ def settings(
         yield
     finally:
         threads_module.enable(saved[0])
-        replay_module.ENABLED, model.FAST, tune.ENABLED = saved[1:4]
-        gemm.ENABLED = matvec.ENABLED = saved[4]
+        replay_module.ENABLED, model.FAST, tune.ENABLED, gemm.ENABLED, matvec.ENABLED = saved[1:]
 
 
 def run(config_name: str, names: list[str], decode_batches: list[int], repeats: int, log) -> dict:

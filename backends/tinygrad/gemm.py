@@ -7,8 +7,8 @@ CPU heuristics upcast 3 or 4 outputs along two axes whatever the layout; with th
 baby-GPT training step is 1.56x faster (`python -m benchmarks.levers_tinygrad`, "no matmul options").
 
 `opts_for` recognizes a matmul kernel (one sum of a product of two loads, more rows than a decode
-step's matrix-vector products, which `matvec.py` handles) and tells two layouts apart by the loads'
-index expressions:
+step's matrix-vector products, which `matvec.py` handles, and at least MIN_FLOPS) and tells two
+layouts apart by the loads' index expressions:
 
 - outer product form: one output axis `n` is contiguous in one input and absent from the other, as
   in x @ W with W stored (in, out), or a weight gradient x.T @ dy summed over positions: 16 outputs
@@ -37,12 +37,12 @@ from tinygrad.helpers import NUM_CPU_THREADS
 from tinygrad.uop.ops import AxisType, Ops, UOp
 
 from backends.tinygrad import matvec
+from backends.tinygrad import threads as parallel
 
 ENABLED = os.environ.get("GPT_TINYGRAD_GEMM", "1") != "0"
 # Our tiles make larger kernels, slower to compile: below this the first step's compile time (about 6 s
 # more in the README's default run with every matmul ours) outweighed what the faster steps saved.
 MIN_FLOPS = 40_000_000
-THREAD_FROM_FLOPS = 8_000_000  # as threads.py: smaller kernels lose more to waking a thread than they gain
 # Upcast amounts, first that divides the axis: outer product form (along n, along m), dot-product form.
 OUTER = ((16, 8, 4), (4, 2, 3))
 DOT = ((8, 4, 2), (4, 2))
@@ -121,7 +121,7 @@ def _choose(ast: UOp, renderer) -> tuple[Opt, ...] | None:
     if flops < MIN_FLOPS:
         return None
     threads = NUM_CPU_THREADS.value
-    if threads > 1 and flops >= THREAD_FROM_FLOPS:
+    if threads > 1 and flops >= parallel.MIN_PARALLEL_FLOPS:  # where threads.py runs the parts at once
         thread_axis = next((a for a in [m, *outputs] if (shape[a] // _upcast(opts, a)) % threads == 0), None)
         if thread_axis is not None:
             opts.append(Opt(OptOps.THREAD, thread_axis, threads))
