@@ -8,6 +8,7 @@ gradients during backward, so every copy takes the same optimizer step.
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -23,6 +24,16 @@ def init_process_group(device: str) -> None:
     """Join the group torchrun prepared, once per process."""
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        # Leave the group while the interpreter is still whole: a process that exits without it can
+        # die in gloo's worker threads during shutdown ("terminate called without an active
+        # exception", SIGABRT), turning a finished run into a failed one (pytorch/pytorch#190489).
+        atexit.register(leave_process_group)
+
+
+def leave_process_group() -> None:
+    """Destroy this process's group (nothing to do if it was never joined or already left)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
