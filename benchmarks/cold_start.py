@@ -6,8 +6,9 @@ variants taking turns (A B A B ...) so that a shared machine's load falls on eac
 reports the step's wall time, the CPU seconds it took (the process, its compile workers and their
 clang runs: the work, whatever the load), and how many kernels it compiled.
 
-Variants: this checkout as it is; the same with GPT_TINYGRAD_EARLY_POOL=0 (compile_workers.py off) and
-with GPT_TINYGRAD_GEMM=0 (gemm.py's matmul options off, whose larger kernels take longer to compile);
+Variants: this checkout as it is; the same with GPT_TINYGRAD_EARLY_POOL=0 (compile_workers.py off),
+with GPT_TINYGRAD_GEMM=0 (gemm.py's matmul options off, whose larger kernels take longer to compile) and
+GPT_TINYGRAD_WIDE_LOADS=0 (wide_loads.py off);
 and, with `--before DIR`, another checkout of the project (e.g. `git archive COMMIT | tar -x -C DIR`).
 Writes cold-start-<config>.json and .md to benchmarks/results/ (or --out).
 """
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "this checkout": (ROOT, {}),
         "this checkout, GPT_TINYGRAD_EARLY_POOL=0": (ROOT, {"GPT_TINYGRAD_EARLY_POOL": "0"}),
         "this checkout, GPT_TINYGRAD_GEMM=0": (ROOT, {"GPT_TINYGRAD_GEMM": "0"}),
+        "this checkout, GPT_TINYGRAD_WIDE_LOADS=0": (ROOT, {"GPT_TINYGRAD_WIDE_LOADS": "0"}),
     }
     if args.before is not None:
         variants[f"before ({args.before.name})"] = (args.before.resolve(), {})

@@ -8,10 +8,12 @@ Variants of one training step (and of one cached decode step), timed in turn (be
 - no replay: captured steps go through TinyJit's own replay (replay.py off);
 - no tuned kernels: kernels compiled without the BEAM results `tune` left in the disk cache (tune.py);
 - no matmul options: matrix products compiled with tinygrad's own options, not ours (gemm.py, matvec.py);
+- no wide loads: kernels compiled with tinygrad's 4-wide vector loads and stores (wide_loads.py);
 - tinygrad as shipped: all of the above off and GPT_TINYGRAD_FAST's older levers too.
 
-A lever that acts when a step is traced or compiled (FAST, matmul options) gets its own model, built and traced with it
-off; threads act per call. Writes levers-<config>.json and .md to benchmarks/results/ (or --out).
+A lever that acts when a step is traced or compiled (FAST, matmul options, wide loads) gets its own model,
+built and traced with it off; threads act per call. Writes levers-<config>.json and .md to benchmarks/results/
+(or --out).
 """
 
 from __future__ import annotations
@@ -32,17 +34,23 @@ VARIANTS = {  # name -> the settings it runs under (everything else on)
     "no replay": {"replay": False},
     "no tuned kernels": {"tuned": False},
     "no matmul options": {"matmul": False},
+    "no wide loads": {"wide": False},
     "tinygrad as shipped": {
-        "threads": False, "replay": False, "fast": False, "tuned": False, "matmul": False
+        "threads": False, "replay": False, "fast": False, "tuned": False, "matmul": False, "wide": False
     },
 }
 
 
 @contextmanager
 def settings(
-    threads: bool = True, replay: bool = True, fast: bool = True, tuned: bool = True, matmul: bool = True
+    threads: bool = True,
+    replay: bool = True,
+    fast: bool = True,
+    tuned: bool = True,
+    matmul: bool = True,
+    wide: bool = True,
 ):
-    from backends.tinygrad import gemm, matvec, model, tune
+    from backends.tinygrad import gemm, matvec, model, tune, wide_loads
     from backends.tinygrad import replay as replay_module
     from backends.tinygrad import threads as threads_module
 
@@ -51,7 +59,11 @@ def settings(
     replay_module.ENABLED, model.FAST, tune.ENABLED = replay, fast, tuned
     gemm.ENABLED = matvec.ENABLED = matmul
     try:
-        yield
+        if wide:
+            yield
+        else:  # its own cache of compiled kernels, compiled here: see wide_loads.disabled (about 20 us a call)
+            with wide_loads.disabled():
+                yield
     finally:
         threads_module.enable(saved[0])
         replay_module.ENABLED, model.FAST, tune.ENABLED, gemm.ENABLED, matvec.ENABLED = saved[1:]

@@ -20,7 +20,7 @@ from tinygrad import Context, Tensor, Variable, dtypes
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_state_dict
 
-from backends.tinygrad import compile_workers, threads, tune
+from backends.tinygrad import compile_workers, threads, tune, wide_loads
 from backends.tinygrad.buffers import read, write
 from backends.tinygrad.device import check_compiles, select_device
 from backends.tinygrad.model import FAST, GPT, KVCache, stored, submodule
@@ -314,6 +314,7 @@ class TinygradBackend:
             threads.enable()
         if FAST:  # compiles look for kernels tuned by `tune` in tinygrad's disk cache
             tune.install()
+            wide_loads.install()
             compile_workers.start()  # its workers import tinygrad while the first step is built
 
     def any_rank(self, flag: bool) -> bool:
