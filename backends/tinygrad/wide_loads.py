@@ -12,9 +12,8 @@ vector type stays aligned. Each value read or written is the same as before, at 
 the kernels compute exactly what they did, bit for bit (tests/test_tinygrad_wide_loads.py).
 
 tinygrad compiles in worker processes, so `install` also makes each new worker install the pass.
-What it buys: `python -m benchmarks.levers_tinygrad` ("no wide loads"), and in a 768 x 512 x 2048
-matmul with our options on this machine, 45.6-49.7 against 29.0-29.6 GFLOP/s (mm timings in
-benchmarks/results/tinygrad-cpu.md). `GPT_TINYGRAD_WIDE_LOADS=0` turns it off.
+What it buys: `python -m benchmarks.levers_tinygrad` ("no wide loads"; levers-baby.md: a baby-GPT
+training step 1.32x faster with it). `GPT_TINYGRAD_WIDE_LOADS=0` turns it off.
 """
 
 from __future__ import annotations
