@@ -61,7 +61,8 @@ def settings(
     try:
         if wide:
             yield
-        else:  # its own cache of compiled kernels, compiled here: see wide_loads.disabled (about 20 us a call)
+        else:  # its own cache of compiled kernels (wide_loads.disabled), copied in and out on every call:
+            # tens of microseconds charged to this variant, small against a step but not nothing
             with wide_loads.disabled():
                 yield
     finally:

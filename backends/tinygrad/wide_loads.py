@@ -3,13 +3,15 @@
 tinygrad 0.14's memory coalescing (`tinygrad/codegen/late/coalesce.py`) turns loads and stores of
 consecutive addresses into vector ones, but on a CPU at most 4 float32 wide (a 128-bit register; only
 half with ALLOW_HALF8 gets 8), the widths a list inside the function, out of reach of any option.
-clang vectorizes a matmul tile's arithmetic at the width of the stores that end it, so our 4 x 16
-tiles (gemm.py) ran their multiply-adds in 128-bit registers where this CPU's AVX2 holds 256 bits.
+In the matmul kernel we read, clang vectorized the tile's arithmetic at the width of the stores that
+end it: our 4 x 16 tiles (gemm.py) ran their multiply-adds in 128-bit registers where this CPU's
+AVX2 holds 256 bits, and wider loads alone did not change that; wider stores did.
 After tinygrad's pass, this one takes each run of 4-wide accesses of one buffer at consecutive
 offsets (the same index expression and validity) and makes it one access of 16 (else 8) values, where
 the first offset is a multiple of that width: tinygrad's own alignment rule for 4, so an aligned
-vector type stays aligned. Each value read or written is the same as before, at the same address:
-the kernels compute exactly what they did, bit for bit (tests/test_tinygrad_wide_loads.py).
+vector type stays aligned (tinygrad's CPU buffers are page-aligned mmaps). Each value read or
+written is the same as before, at the same address: the kernels compute exactly what they did, bit
+for bit (tests/test_tinygrad_wide_loads.py).
 
 tinygrad compiles in worker processes, so `install` also makes each new worker install the pass.
 What it buys: `python -m benchmarks.levers_tinygrad` ("no wide loads"; levers-baby.md: a baby-GPT
