@@ -12,13 +12,18 @@ layouts apart by the loads' index expressions:
 
 - outer product form: one output axis `n` is contiguous in one input and absent from the other, as
   in x @ W with W stored (in, out), or a weight gradient x.T @ dy summed over positions: 16 outputs
-  along `n` at once (fewer where 16 does not divide it), 4 along another output axis `m`, the sum
-  unrolled by 4;
+  along `n` at once (fewer where 16 does not divide it), 4 along another output axis `m`;
 - dot-product form: the summed axis is contiguous in both inputs (dy @ W.T, q @ k.T): 8 outputs
-  along one axis and 4 along another, the sum unrolled by 4.
+  along one axis and 4 along another.
 
-`_column_sum` gives the one other kind of training kernel that was slow for want of options, a sum
-down a matrix's columns (a bias's gradient), 16 columns at once.
+The sum is not unrolled: unrolled by 4, the 64 accumulators and four steps' loads no longer fit the 16
+vector registers of AVX2 and clang spilled them to the stack inside the loop (read in the compiled
+kernel); without it, timed side by side in one process, baby-GPT training steps were faster and
+reference-size ones no slower.
+
+Two other kinds of kernel were slow for want of options: `_column_sum`, a sum down a matrix's columns
+(a bias's gradient), gets 16 columns at once; `_spread_transcendental`, a softmax's exponentials, a
+thread split.
 
 Large kernels are also split over the CPU threads (threads.py runs the parts at once). Options go
 where tuned ones would (tune.py's compile hook), so a kernel `tune` has searched keeps its own, and
@@ -32,20 +37,26 @@ from __future__ import annotations
 import os
 
 from tinygrad.codegen.opt import Opt, OptOps
+from tinygrad.codegen.opt.heuristic import hand_coded_optimizations
 from tinygrad.codegen.opt.postrange import Scheduler
-from tinygrad.helpers import NUM_CPU_THREADS
+from tinygrad.helpers import NUM_CPU_THREADS, prod
 from tinygrad.uop.ops import AxisType, Ops, UOp
 
 from backends.tinygrad import matvec
 from backends.tinygrad import threads as parallel
 
 ENABLED = os.environ.get("GPT_TINYGRAD_GEMM", "1") != "0"
-# Our tiles make larger kernels, slower to compile: below this the first step's compile time (about 6 s
-# more in the README's default run with every matmul ours) outweighed what the faster steps saved.
-MIN_FLOPS = 40_000_000
+# Our tiles make larger kernels, slower to compile: below this the first step's compile time outweighed
+# what the faster steps saved (with the sums unrolled by 4, about 6 s more in the README's default run with
+# every matmul ours). From 10 MFLOP the baby GPT's attention matmuls (12.6) and its output projection are ours.
+MIN_FLOPS = 10_000_000
 # Upcast amounts, first that divides the axis: outer product form (along n, along m), dot-product form.
 OUTER = ((16, 8, 4), (4, 2, 3))
 DOT = ((8, 4, 2), (4, 2))
+# Elementwise kernels of exp/log/sin from this many elements get a thread split (_spread_transcendental);
+# threads.py runs the parts at once only from MIN_PARALLEL_BYTES of output.
+MIN_SPREAD_ELEMENTS = parallel.MIN_PARALLEL_BYTES // 4
+TRANSCENDENTAL = (Ops.EXP2, Ops.LOG2, Ops.SIN)
 chosen: set[bytes] = set()  # kernel AST keys given these options in this process
 _decided: dict[bytes, tuple[Opt, ...] | None] = {}
 
@@ -69,7 +80,9 @@ def _choose(ast: UOp, renderer) -> tuple[Opt, ...] | None:
     k = Scheduler(ast, renderer)
     k.convert_loop_to_global()
     reduce, reduces = k.reduceop, k.ranges_of(AxisType.REDUCE)
-    if reduce is None or reduce.arg[0] is not Ops.ADD or len(k.reduceops) != 1 or not reduces:
+    if reduce is None:
+        return _spread_transcendental(k, ast, renderer)
+    if reduce.arg[0] is not Ops.ADD or len(k.reduceops) != 1 or not reduces:
         return None
     product = reduce.src[0]
     if product.op is not Ops.MUL:
@@ -113,8 +126,6 @@ def _choose(ast: UOp, renderer) -> tuple[Opt, ...] | None:
         m = side_axes[0]
     else:
         return _column_sum(k, reduces)
-    if shape[last_sum] % 4 == 0:
-        opts.append(Opt(OptOps.UNROLL, len(reduces) - 1, 4))
     flops = 2
     for s in shape:
         flops *= s
@@ -143,6 +154,29 @@ def _column_sum(k: Scheduler, reduces: list[UOp]) -> tuple[Opt, ...] | None:
     if not matrix or not all(k.rngs[axis] in t and not any(r in t for r in reduces) for t in terms):
         return None  # the matrix is not read along its rows: not a column sum
     return matvec.fitting(k, [Opt(OptOps.UPCAST, axis, 16)])
+
+
+def _spread_transcendental(k: Scheduler, ast: UOp, renderer) -> tuple[Opt, ...] | None:
+    """tinygrad's own options plus a thread split for an elementwise kernel of exponentials (a softmax's,
+    over (B, n_head, T, T) scores): tinygrad splits a kernel over threads by its element count alone, but
+    an exp() is some twenty operations here (tinygrad computes it in code, not by an instruction), so
+    the baby GPT's 196,608 exponentials a layer take a millisecond on one core, half that on two."""
+    threads = NUM_CPU_THREADS.value
+    if threads < 2 or not any(u.op in TRANSCENDENTAL for u in ast.toposort()):
+        return None
+    if any(not isinstance(s, int) for s in k.full_shape) or prod(k.full_shape) < MIN_SPREAD_ELEMENTS:
+        return None
+    opts = list(hand_coded_optimizations(k).applied_opts)
+    if any(o.op is OptOps.THREAD for o in opts):
+        return None  # tinygrad splits it itself
+    tiled = Scheduler(ast, renderer)
+    tiled.convert_loop_to_global()
+    for opt in opts:
+        tiled.apply_opt(opt)
+    axis = next((a for a in tiled.axes_of(AxisType.GLOBAL, AxisType.WEAK) if tiled.full_shape[a] % threads == 0), None)
+    if axis is None:
+        return None
+    return matvec.fitting(k, [*opts, Opt(OptOps.THREAD, axis, threads)])
 
 
 def _widest(axes: list[int], shape: list[int]) -> int | None:

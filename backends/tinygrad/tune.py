@@ -99,7 +99,7 @@ def found() -> tuple[int, int]:
 def summary() -> str:
     tuned, total = found()
     mine = len(matvec.chosen) + len(gemm.chosen)
-    ours = f", {mine} matrix products our own options" if mine else ""
+    ours = f", {mine} with our own options" if mine else ""
     if tuned:
         return f"tinygrad: {tuned} of {total} kernels use tuned options from the disk cache{ours}"
     return f"tinygrad: no tuned kernels for these shapes ({total} kernels{ours}; `tune` searches them)"
