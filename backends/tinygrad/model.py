@@ -14,12 +14,15 @@ A few places differ from the obvious code because tinygrad is slow there on a CP
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
+import numpy as np
 from tinygrad import Context, Tensor, UOp, dtypes, nn
 from tinygrad.helpers import TRAINING
 
+from core.model import reference
 from core.model.config import GPTConfig
 
 FAST = os.environ.get("GPT_TINYGRAD_FAST", "1") != "0"
@@ -36,14 +39,31 @@ def stored(x: Tensor, gradient: bool = False) -> Tensor:
     return x.contiguous().contiguous_backward() if gradient else x.contiguous()
 
 
-def rope(x: Tensor, positions: Tensor, theta: float) -> Tensor:
-    """Rotary position embedding of x (B, nh, T, hs) at `positions` (T,): pairs (i, i + hs/2) turned by
-    position * theta**(-2i/hs), Hugging Face Llama's layout (core.model.reference.rope). The angles are
-    computed from constants in the graph, so a symbolic start position still serves one jitted decode step."""
+def rotations(positions: Tensor, head_size: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos and sin (..., hs/2) of the RoPE angles position * theta**(-2i/hs) at `positions` (...)."""
+    exponents = Tensor.arange(0, head_size, 2) * (-math.log(theta) / head_size)
+    inverse_frequency = exponents.exp()  # (hs/2,)
+    angle = positions.float().unsqueeze(-1) * inverse_frequency  # (..., hs/2)
+    return angle.cos(), angle.sin()
+
+
+@functools.cache
+def rotation_table(length: int, head_size: int, theta: float, device: str) -> tuple[Tensor, Tensor]:
+    """`rotations` of positions 0 .. length-1, computed once and kept in memory (outside the model, so
+    they are never parameters). Computed in the step instead, tinygrad fuses their sines and cosines
+    into the attention kernels of the backward pass, recomputing them for every element there even when
+    they are stored (being functions of constants). Profiled here (benchmarks/profile_tinygrad.py's
+    kernel timing, nanoGPT's baby GPT with RoPE): a training step 156 ms against 85 with learned positions;
+    with the table and the rotated q and k stored, 82 (a Llama-shaped baby: 497 -> 130-160 ms)."""
+    cos, sin = reference.rotations(np.arange(length), head_size, theta)  # (length, hs/2)
+    return tuple(Tensor(a.astype(np.float32), device=device).realize() for a in (cos, sin))
+
+
+def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotary position embedding of x (B, nh, T, hs) by the `rotations` (T, hs/2) of its positions: pairs
+    (i, i + hs/2) turned by their angle, Hugging Face Llama's layout (core.model.reference.rope)."""
     D = x.shape[-1]
-    inverse_frequency = (Tensor.arange(0, D, 2) * (-math.log(theta) / D)).exp()  # (hs/2,)
-    angle = positions.float().unsqueeze(-1) * inverse_frequency.unsqueeze(0)  # (T, hs/2)
-    cos, sin = angle.cos().cast(x.dtype), angle.sin().cast(x.dtype)
+    cos, sin = cos.cast(x.dtype), sin.cast(x.dtype)
     first, second = x[..., : D // 2], x[..., D // 2 :]
     return (first * cos - second * sin).cat(second * cos + first * sin, dim=-1)
 
@@ -215,6 +235,7 @@ class CausalSelfAttention:
         self.n_head, self.n_kv_head = config.n_head, config.kv_heads
         self.dropout, self.causal = config.dropout, config.causal
         self.rope_theta = config.rope_theta if config.position == "rope" else None
+        self.block_size = config.block_size
 
     def heads(self, x: Tensor, start: int | UOp = 0) -> tuple[Tensor, Tensor, Tensor]:
         """Queries (B, n_head, T, hs), keys and values (B, n_kv_head, T, hs) of x (B, T, C) at positions start..."""
@@ -224,8 +245,13 @@ class CausalSelfAttention:
         q = q.reshape(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k, v = (a.reshape(B, T, self.n_kv_head, C // self.n_head).transpose(1, 2) for a in (k, v))
         if self.rope_theta is not None:
-            positions = Tensor.arange(T) + start
-            q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)
+            hs = C // self.n_head
+            if FAST and isinstance(x.device, str):  # rows start..start+T of the table (start symbolic in decode)
+                table = rotation_table(self.block_size, hs, self.rope_theta, x.device)
+                cos, sin = (a[start : start + T] for a in table)
+            else:  # a symbolic start still serves one jitted decode step: the angles are built from constants
+                cos, sin = rotations(Tensor.arange(T) + start, hs, self.rope_theta)
+            q, k = stored(rope(q, cos, sin)), stored(rope(k, cos, sin))  # rotated once, not inside each score
         return q, k, v
 
     def __call__(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, start: int | UOp = 0) -> Tensor:
@@ -278,7 +304,9 @@ class MLP:
             gate, up = stored(self.c_fc(x), gradient=True).chunk(2, dim=-1)  # 2 x (B, T, mlp_hidden)
             x = stored(gate.silu() * up)
         else:
-            x = stored(stored(self.c_fc(x), gradient=True).gelu())  # tinygrad's gelu is the tanh form, as GPT-2's
+            # tinygrad's gelu is the tanh form, as GPT-2's. Its gradient is stored too: else GELU's backward fuses
+            # into c_proj's input-gradient matmul, 3-4x that matmul's time (baby GPT training step 0.94x with it)
+            x = stored(stored(self.c_fc(x), gradient=True).gelu(), gradient=True)
         return self.c_proj(x).dropout(self.dropout)
 
 

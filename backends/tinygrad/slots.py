@@ -23,7 +23,7 @@ import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes, helpers
 
 from backends.tinygrad.buffers import read, write
-from backends.tinygrad.model import GPT, CausalSelfAttention, KVCache, attention, repeat_kv, rope
+from backends.tinygrad.model import GPT, CausalSelfAttention, KVCache, attention, repeat_kv, rope, rotations
 from core.model.params import check_servable
 
 
@@ -121,7 +121,8 @@ def _row_heads(attn: CausalSelfAttention, x: Tensor, positions: Tensor) -> tuple
     q = q.reshape(S, 1, attn.n_head, hs).transpose(1, 2)
     k, v = (a.reshape(S, 1, attn.n_kv_head, hs).transpose(1, 2) for a in (k, v))
     if attn.rope_theta is not None:  # (S, 1, 1) positions broadcast over heads
-        q, k = (rope(a, positions.reshape(S, 1, 1), attn.rope_theta) for a in (q, k))
+        cos, sin = rotations(positions.reshape(S, 1, 1), hs, attn.rope_theta)  # (S, 1, 1, hs/2)
+        q, k = rope(q, cos, sin), rope(k, cos, sin)
     return q, k, v
 
 

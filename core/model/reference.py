@@ -45,6 +45,13 @@ def norm(config: GPTConfig, x: np.ndarray, p: dict[str, np.ndarray], name: str) 
     return layer_norm(x, p[f"{name}.weight"], p.get(f"{name}.bias"), config.layer_norm_eps)
 
 
+def rotations(positions: np.ndarray, head_size: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin (T, D/2) of RoPE's angles position * theta**(-2i/D) at `positions` (T,)."""
+    inverse_frequency = theta ** (-np.arange(0, head_size, 2) / head_size)  # (D/2,)
+    angle = positions[:, None] * inverse_frequency[None, :]  # (T, D/2)
+    return np.cos(angle), np.sin(angle)
+
+
 def rope(x: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
     """Rotary position embedding of queries or keys x (B, H, T, D) at `positions` (T,).
 
@@ -53,9 +60,7 @@ def rope(x: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
     position times one by the key's leaves q.k depending only on their distance.
     """
     D = x.shape[-1]
-    inverse_frequency = theta ** (-np.arange(0, D, 2) / D)  # (D/2,)
-    angle = positions[:, None] * inverse_frequency[None, :]  # (T, D/2)
-    cos, sin = np.cos(angle), np.sin(angle)
+    cos, sin = rotations(positions, D, theta)  # (T, D/2)
     first, second = x[..., : D // 2], x[..., D // 2 :]
     return np.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
 
