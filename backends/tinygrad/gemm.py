@@ -4,7 +4,7 @@ A CPU matmul is fast when each step of its sum loads a few values of one input, 
 row of the other, and multiplies every pair into accumulators held in registers (an "outer product"
 step): here 4 rows of the output times 16 of its columns, 64 multiply-adds for 20 loads. tinygrad's
 CPU heuristics upcast 3 or 4 outputs along two axes whatever the layout; with these options instead a
-baby-GPT training step is 1.56x faster (`python -m benchmarks.levers_tinygrad`, "no matmul options").
+baby-GPT training step is 2.56x faster (benchmarks/results/levers-baby.md, "no matmul options").
 
 `opts_for` recognizes a matmul kernel (one sum of a product of two loads, more rows than a decode
 step's matrix-vector products, which `matvec.py` handles, and at least MIN_FLOPS) and tells two
