@@ -7,22 +7,21 @@ are the checkpoint keys. Linear weights are stored (in_features, out_features), 
 
 A few places differ from the obvious code because tinygrad is slow there on a CPU: `attention`,
 `Embedding.__call__`, the kernel boundaries of `stored` and a linear layer's input gradient
-(`_with_transposed_input_gradient`). `GPT_TINYGRAD_FAST=0` in the environment
+(`_with_transposed_input_gradient`), RoPE's angles read from a table (rope.py `rotation_table`).
+`GPT_TINYGRAD_FAST=0` in the environment
 (or `FAST = False` here before a model is built) turns them all off. The matmuls themselves are plain
 `@`: gemm.py and matvec.py give their kernels options when tinygrad compiles them.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 
-import numpy as np
 from tinygrad import Context, Tensor, UOp, dtypes, nn
 from tinygrad.helpers import TRAINING
 
-from core.model import reference
+from backends.tinygrad.rope import rope, rotation_table, rotations
 from core.model.config import GPTConfig
 
 FAST = os.environ.get("GPT_TINYGRAD_FAST", "1") != "0"
@@ -37,35 +36,6 @@ def stored(x: Tensor, gradient: bool = False) -> Tensor:
     if not FAST:
         return x
     return x.contiguous().contiguous_backward() if gradient else x.contiguous()
-
-
-def rotations(positions: Tensor, head_size: int, theta: float) -> tuple[Tensor, Tensor]:
-    """cos and sin (..., hs/2) of the RoPE angles position * theta**(-2i/hs) at `positions` (...)."""
-    exponents = Tensor.arange(0, head_size, 2) * (-math.log(theta) / head_size)
-    inverse_frequency = exponents.exp()  # (hs/2,)
-    angle = positions.float().unsqueeze(-1) * inverse_frequency  # (..., hs/2)
-    return angle.cos(), angle.sin()
-
-
-@functools.cache
-def rotation_table(length: int, head_size: int, theta: float, device: str) -> tuple[Tensor, Tensor]:
-    """`rotations` of positions 0 .. length-1, computed once and kept in memory (outside the model, so
-    they are never parameters). Computed in the step instead, tinygrad fuses their sines and cosines
-    into the attention kernels of the backward pass, recomputing them for every element there even when
-    they are stored (being functions of constants). Profiled here (benchmarks/profile_tinygrad.py's
-    kernel timing, nanoGPT's baby GPT with RoPE): a training step 156 ms against 85 with learned positions;
-    with the table and the rotated q and k stored, 82 (a Llama-shaped baby: 497 -> 130-160 ms)."""
-    cos, sin = reference.rotations(np.arange(length), head_size, theta)  # (length, hs/2)
-    return tuple(Tensor(a.astype(np.float32), device=device).realize() for a in (cos, sin))
-
-
-def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotary position embedding of x (B, nh, T, hs) by the `rotations` (T, hs/2) of its positions: pairs
-    (i, i + hs/2) turned by their angle, Hugging Face Llama's layout (core.model.reference.rope)."""
-    D = x.shape[-1]
-    cos, sin = cos.cast(x.dtype), sin.cast(x.dtype)
-    first, second = x[..., : D // 2], x[..., D // 2 :]
-    return (first * cos - second * sin).cat(second * cos + first * sin, dim=-1)
 
 
 def repeat_kv(x: Tensor, n_head: int) -> Tensor:

@@ -23,7 +23,8 @@ import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes, helpers
 
 from backends.tinygrad.buffers import read, write
-from backends.tinygrad.model import GPT, CausalSelfAttention, KVCache, attention, repeat_kv, rope, rotations
+from backends.tinygrad.model import GPT, CausalSelfAttention, KVCache, attention, repeat_kv
+from backends.tinygrad.rope import rope, rotations
 from core.model.params import check_servable
 
 

@@ -14,23 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backends.torch.rope import rope
 from core.model.config import GPTConfig
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """y = x @ weight + bias, weight stored (in, out); F.linear wants (out, in), hence the .T."""
     return F.linear(x, weight.T, bias)
-
-
-def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotary position embedding of x (B, nh, T, hs) at `positions` (T,): pairs (i, i + hs/2) turned by
-    position * theta**(-2i/hs), Hugging Face Llama's layout (core.model.reference.rope)."""
-    D = x.shape[-1]
-    inverse_frequency = theta ** (-torch.arange(0, D, 2, device=x.device, dtype=torch.float32) / D)  # (hs/2,)
-    angle = positions.float()[:, None] * inverse_frequency[None, :]  # (T, hs/2)
-    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
-    first, second = x[..., : D // 2], x[..., D // 2 :]
-    return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
 
 
 def repeat_kv(x: torch.Tensor, n_head: int) -> torch.Tensor:

@@ -21,7 +21,8 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from backends.torch.model import GPT, CausalSelfAttention, KVCache, repeat_kv, rope
+from backends.torch.model import GPT, CausalSelfAttention, KVCache, repeat_kv
+from backends.torch.rope import rope
 
 
 class SlotCache(KVCache):
