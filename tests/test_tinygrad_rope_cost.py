@@ -1,7 +1,7 @@
 """RoPE must cost a training step about what learned positions cost, counted in the FLOPs of its kernels
 (a count, not a timing, so the machine's load cannot move it). Computed inside the step, the rotations'
 sines and cosines were fused into the attention kernels and recomputed for every element there:
-backends/tinygrad/model.py `rotation_table` says what that cost."""
+backends/tinygrad/rope.py `rotation_table` says what that cost."""
 
 from __future__ import annotations
 

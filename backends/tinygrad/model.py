@@ -7,9 +7,9 @@ are the checkpoint keys. Linear weights are stored (in_features, out_features), 
 
 A few places differ from the obvious code because tinygrad is slow there on a CPU: `attention`,
 `Embedding.__call__`, the kernel boundaries of `stored` and a linear layer's input gradient
-(`_with_transposed_input_gradient`), RoPE's angles read from a table (rope.py `rotation_table`).
-`GPT_TINYGRAD_FAST=0` in the environment
-(or `FAST = False` here before a model is built) turns them all off. The matmuls themselves are plain
+(`_with_transposed_input_gradient`), and RoPE's angles read from a table (rope.py `rotation_table`).
+`GPT_TINYGRAD_FAST=0` in the environment (or `FAST = False` here before a model is built) turns them
+all off. The matmuls themselves are plain
 `@`: gemm.py and matvec.py give their kernels options when tinygrad compiles them.
 """
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.torch.rope import rope
+from backends.torch.rope import rope, rotations
 from core.model.config import GPTConfig
 
 
@@ -131,8 +131,9 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k, v = (a.view(B, T, self.n_kv_head, C // self.n_head).transpose(1, 2) for a in (k, v))
         if self.rope_theta is not None:
-            positions = torch.arange(start, start + T, device=x.device)
-            q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)
+            hs = C // self.n_head
+            cos, sin = rotations(torch.arange(start, start + T, device=x.device), hs, self.rope_theta)
+            q, k = rope(q, cos, sin), rope(k, cos, sin)
         return q, k, v
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, start: int = 0) -> torch.Tensor:

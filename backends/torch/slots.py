@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from backends.torch.model import GPT, CausalSelfAttention, KVCache, repeat_kv
-from backends.torch.rope import rope
+from backends.torch.rope import rope, rotations
 
 
 class SlotCache(KVCache):
@@ -52,7 +52,8 @@ def _row_heads(attn: CausalSelfAttention, x: torch.Tensor, positions: torch.Tens
     q = q.view(R, 1, attn.n_head, hs).transpose(1, 2)
     k, v = (a.view(R, 1, attn.n_kv_head, hs).transpose(1, 2) for a in (k, v))
     if attn.rope_theta is not None:  # (R, 1, 1) positions broadcast over heads
-        q, k = (rope(a, positions.view(R, 1, 1), attn.rope_theta) for a in (q, k))
+        cos, sin = rotations(positions.view(R, 1, 1), hs, attn.rope_theta)  # (R, 1, 1, hs/2)
+        q, k = rope(q, cos, sin), rope(k, cos, sin)
     return q, k, v
 
 
