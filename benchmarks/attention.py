@@ -5,7 +5,7 @@ Per framework, three ways to compute softmax(q @ k.T / sqrt(D)) @ v with a causa
 - fused: the framework's own kernel, torch's `F.scaled_dot_product_attention` and tinygrad's
   `Tensor.scaled_dot_product_attention`;
 - naive: matmul, mask, softmax, matmul, written out as in nanoGPT's slow path;
-- ours (tinygrad only): `backends.tinygrad.model.attention`, the naive path with kernel boundaries
+- ours (tinygrad only): `backends.tinygrad.attention.attention`, the naive path with kernel boundaries
   after the scores and after the exponentials, the normalisation moved after the second matmul, and
   from 128 positions the causal queries split in two halves (the first skips the second's keys).
   torch's model calls the fused kernel, so it has no third path.
@@ -88,7 +88,8 @@ def torch_variants(shape: Shape, device: str, backward: bool) -> dict[str, calla
 def tinygrad_variants(shape: Shape, device: str, backward: bool) -> dict[str, callable]:
     from tinygrad import Device, Tensor, TinyJit, dtypes
 
-    import backends.tinygrad.model as tg_model
+    import backends.tinygrad.attention as tg_attention
+    from backends.tinygrad import fusion
 
     q, k, v, g = (Tensor(a, device=device).realize() for a in _inputs(shape))
     T, D = shape[2], shape[3]
@@ -102,11 +103,11 @@ def tinygrad_variants(shape: Shape, device: str, backward: bool) -> dict[str, ca
         return q.scaled_dot_product_attention(k, v, is_causal=True)
 
     def ours(q, k, v):
-        fast, tg_model.FAST = tg_model.FAST, True  # measured even where GPT_TINYGRAD_FAST=0 turned it off
+        fast, fusion.FAST = fusion.FAST, True  # measured even where GPT_TINYGRAD_FAST=0 turned it off
         try:
-            return tg_model.attention(q, k, v, causal=True)
+            return tg_attention.attention(q, k, v, causal=True)
         finally:
-            tg_model.FAST = fast
+            fusion.FAST = fast
 
     def run(fn):
         if not backward:

@@ -50,13 +50,13 @@ def settings(
     matmul: bool = True,
     wide: bool = True,
 ):
-    from backends.tinygrad import gemm, matvec, model, tune, wide_loads
+    from backends.tinygrad import fusion, gemm, matvec, tune, wide_loads
     from backends.tinygrad import replay as replay_module
     from backends.tinygrad import threads as threads_module
 
-    saved = threads_module.enabled(), replay_module.ENABLED, model.FAST, tune.ENABLED, gemm.ENABLED, matvec.ENABLED
+    saved = threads_module.enabled(), replay_module.ENABLED, fusion.FAST, tune.ENABLED, gemm.ENABLED, matvec.ENABLED
     threads_module.enable(threads)
-    replay_module.ENABLED, model.FAST, tune.ENABLED = replay, fast, tuned
+    replay_module.ENABLED, fusion.FAST, tune.ENABLED = replay, fast, tuned
     gemm.ENABLED = matvec.ENABLED = matmul
     try:
         if wide:
@@ -67,7 +67,7 @@ def settings(
                 yield
     finally:
         threads_module.enable(saved[0])
-        replay_module.ENABLED, model.FAST, tune.ENABLED, gemm.ENABLED, matvec.ENABLED = saved[1:]
+        replay_module.ENABLED, fusion.FAST, tune.ENABLED, gemm.ENABLED, matvec.ENABLED = saved[1:]
 
 
 def run(config_name: str, names: list[str], decode_batches: list[int], repeats: int, log) -> dict:

@@ -174,10 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     sections = run(args.config, args.decode_batches, args.repeats, log)
     from tinygrad.helpers import BEAM, NUM_CPU_THREADS
 
-    from backends.tinygrad import model, threads
+    from backends.tinygrad import fusion, threads
 
     settings = {
-        "fast": model.FAST,
+        "fast": fusion.FAST,
         "parallel_threads": threads.enabled(),
         "NUM_CPU_THREADS": NUM_CPU_THREADS.value,
         "BEAM": BEAM.value,

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if "tinygrad" in chosen:
         from tinygrad.helpers import BEAM, NUM_CPU_THREADS
 
-        import backends.tinygrad.model as tg_model
+        from backends.tinygrad import fusion
 
         threads["tinygrad"] = NUM_CPU_THREADS.value
     for name, backend in chosen.items():
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"name": args.config, **config.to_dict(), "batch_size": args.batch_size},
         "machine": machine(),
         "versions": versions,
-        "settings": {"tinygrad_fast": tg_model.FAST, "tinygrad_beam": BEAM.value} if "tinygrad" in chosen else {},
+        "settings": {"tinygrad_fast": fusion.FAST, "tinygrad_beam": BEAM.value} if "tinygrad" in chosen else {},
         "peer": hf.versions() if hf else None,
     }
     frameworks = {name: devices[name] for name in chosen}

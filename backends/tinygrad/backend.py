@@ -20,10 +20,11 @@ from tinygrad import Context, Tensor, Variable, dtypes
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_state_dict
 
-from backends.tinygrad import compile_workers, threads, tune, wide_loads
+from backends.tinygrad import compile_workers, fusion, threads, tune, wide_loads
 from backends.tinygrad.buffers import read, write
 from backends.tinygrad.device import check_compiles, select_device
-from backends.tinygrad.model import FAST, GPT, KVCache, stored, submodule
+from backends.tinygrad.fusion import stored
+from backends.tinygrad.model import GPT, KVCache, submodule
 from backends.tinygrad.replay import Replay
 from backends.tinygrad.slots import SlotServing
 from core.convert.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
@@ -219,7 +220,7 @@ class TinygradModel(SlotServing):
 
     def _announce(self, kind: str) -> None:
         """Say once per kind of step, after its first call compiled its kernels, whether tuned ones were found."""
-        if FAST and kind not in self._announced:
+        if fusion.FAST and kind not in self._announced:
             self._announced.add(kind)
             print(f"{tune.summary()} ({kind})", file=sys.stderr, flush=True)  # stdout may be generated text
 
@@ -310,9 +311,9 @@ class TinygradBackend:
 
     def __init__(self, device: str | None = None):
         self.device = select_device(device)  # a tuple for several devices (one process, sharded batches)
-        if FAST and threads.ENABLED:  # tinygrad runs a CPU kernel's thread parts in turn; run them at once
+        if fusion.FAST and threads.ENABLED:  # tinygrad runs a CPU kernel's thread parts in turn; run them at once
             threads.enable()
-        if FAST:  # compiles look for kernels tuned by `tune` in tinygrad's disk cache
+        if fusion.FAST:  # compiles look for kernels tuned by `tune` in tinygrad's disk cache
             tune.install()
             wide_loads.install()
             compile_workers.start()  # its workers import tinygrad while the first step is built

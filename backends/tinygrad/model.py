@@ -5,83 +5,31 @@ are the checkpoint keys. Linear weights are stored (in_features, out_features), 
 `Tensor.linear` expects, so tinygrad needs no transposition at all. Read this file beside
 `backends/torch/model.py`: they match line for line where the frameworks allow.
 
-A few places differ from the obvious code because tinygrad is slow there on a CPU: `attention`,
-`Embedding.__call__`, the kernel boundaries of `stored` and a linear layer's input gradient
-(`_with_transposed_input_gradient`), and RoPE's angles read from a table (rope.py `rotation_table`).
-`GPT_TINYGRAD_FAST=0` in the environment (or `FAST = False` here before a model is built) turns them
-all off. The matmuls themselves are plain
-`@`: gemm.py and matvec.py give their kernels options when tinygrad compiles them.
+A few places differ from the obvious code because tinygrad is slow there on a CPU: `attention`
+(attention.py), `Embedding.__call__`, the kernel boundaries of `stored` and a linear layer's input
+gradient (fusion.py), and RoPE's angles read from a table (rope.py `rotation_table`).
+`GPT_TINYGRAD_FAST=0` in the environment (or `fusion.FAST = False` before a model is built) turns them
+all off. The matmuls themselves are plain `@`: gemm.py and matvec.py give their kernels options when
+tinygrad compiles them.
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 from tinygrad import Context, Tensor, UOp, dtypes, nn
 from tinygrad.helpers import TRAINING
 
+from backends.tinygrad import fusion
+from backends.tinygrad.attention import attention
+from backends.tinygrad.fusion import stored
 from backends.tinygrad.rope import rope, rotation_table, rotations
 from core.model.config import GPTConfig
-
-FAST = os.environ.get("GPT_TINYGRAD_FAST", "1") != "0"
-SPLIT_FROM = 128  # sequence length from which causal `attention` splits its queries in two (measured at 256)
-
-
-def stored(x: Tensor, gradient: bool = False) -> Tensor:
-    """A kernel boundary: `x` is computed once and stored (with `gradient`, its gradient too, in the
-    backward pass) instead of being fused into each consumer. tinygrad fuses elementwise work such as
-    gelu, layernorm or softmax into the matmul that reads it, which then recomputes it for every output
-    element; on a CPU the stored version trains about 1.7x faster. Does nothing unless FAST."""
-    if not FAST:
-        return x
-    return x.contiguous().contiguous_backward() if gradient else x.contiguous()
 
 
 def repeat_kv(x: Tensor, n_head: int) -> Tensor:
     """Keys or values (B, n_kv_head, S, hs) -> (B, n_head, S, hs): kv head j serves query heads j*g .. j*g+g-1."""
     return x.repeat_interleave(n_head // x.shape[1], dim=1) if x.shape[1] != n_head else x
-
-
-def attention(
-    q: Tensor, k: Tensor, v: Tensor, causal: bool, dropout: float = 0.0, last_key: UOp | None = None
-) -> Tensor:
-    """softmax(q @ k.T / sqrt(head_size)) @ v for queries (B, nh, T, hs) over keys and values (B, nh, S, hs).
-
-    tinygrad's `scaled_dot_product_attention` fuses the softmax into the second matmul, which then
-    recomputes exp() for every one of the head_size outputs. `_attend` realizes the scores and their
-    exponentials once each instead. A causal mask hides half of the scores; splitting the queries in
-    two lets the first half skip the second half's keys altogether, a quarter of the work. Together
-    about 6x faster than the built-in on a CPU (benchmarks/attention.py).
-
-    `last_key` (a decode step's position) hides the keys after it: the caller passes the whole cache.
-    """
-    if last_key is not None:
-        return _attend(q, k, v, None, dropout, last_key)
-    if not FAST:
-        return q.scaled_dot_product_attention(k, v, dropout_p=dropout, is_causal=causal)
-    T = q.shape[2]
-    if causal and isinstance(T, int) and T == k.shape[2] and T >= SPLIT_FROM:
-        h = T // 2
-        first = _attend(q[:, :, :h], k[:, :, :h], v[:, :, :h], 0, dropout)  # (B, nh, h, hs)
-        second = _attend(q[:, :, h:], k, v, h, dropout)  # (B, nh, T - h, hs)
-        return first.cat(second, dim=2)
-    return _attend(q, k, v, 0 if causal else None, dropout)
-
-
-def _attend(
-    q: Tensor, k: Tensor, v: Tensor, first_query: int | None, dropout: float, last_key: UOp | None = None
-) -> Tensor:
-    """Attention with kernel boundaries; with `first_query`, causal for queries at positions first_query...
-    over keys from position 0 (None: no mask); with `last_key`, keys after it hidden."""
-    scores = (q @ k.transpose(-2, -1)).contiguous() / math.sqrt(q.shape[-1])  # (B, nh, T, S)
-    if first_query is not None:  # query i sees keys 0..first_query + i
-        scores = scores.const_like(True, dtypes.bool).triu(1 + first_query).where(float("-inf"), scores)
-    if last_key is not None:
-        scores = (Tensor.arange(k.shape[2]) > last_key).where(float("-inf"), scores)
-    weights = (scores - scores.max(-1, keepdim=True).detach()).exp().contiguous()  # unnormalized softmax
-    # Normalizing after the second matmul divides (T, hs) numbers instead of (T, S).
-    return ((weights.dropout(dropout) @ v) / weights.sum(-1, keepdim=True)).contiguous()  # (B, nh, T, hs)
 
 
 class Linear:
@@ -97,24 +45,9 @@ class Linear:
         if self.weight is None:  # int8: (x @ Q) * scale; the cast fuses into the matmul, which reads int8
             y = x.linear(self.weight_int8.cast(x.dtype)) * self.weight_scale
             return y + self.bias if self.bias is not None else y
-        if FAST and TRAINING and isinstance(self.weight.device, str):
-            return _with_transposed_input_gradient(x, self.weight, self.bias)
+        if fusion.FAST and TRAINING and isinstance(self.weight.device, str):
+            return fusion.with_transposed_input_gradient(x, self.weight, self.bias)
         return x.linear(self.weight, self.bias)  # weight (in, out)
-
-
-def _with_transposed_input_gradient(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """x @ weight + bias, whose input gradient dy @ weight.T reads a transposed copy of the weight.
-
-    Stored (in, out), the weight is read along its rows by dy @ weight.T, the sum contiguous in both
-    operands (a dot product per output, gemm.py's slower form); a transposed copy (out, in), a few
-    hundred kilobytes a step, lets that sum run over its rows the way x @ weight does (12% faster
-    training steps at nanoGPT's baby size, 5% at the reference size, measured side by side). The weight
-    gradient still comes from `y`; `z - z.detach()` is exactly zero and folded away, so the forward pass
-    computes nothing more: z only carries the input gradient.
-    """
-    y = x.detach().linear(weight, bias)
-    z = x @ weight.detach().T.contiguous().T  # (B, T, in) @ (in, out), the weight stored (out, in)
-    return y + (z - z.detach())
 
 
 class LayerNorm:
@@ -151,7 +84,7 @@ class Embedding:
         # (Single device only: with weights replicated over several devices the scatter-add gave wrong
         # gradients here, caught by tests/test_multidevice.py.)
         single = isinstance(self.weight.device, str)
-        if FAST and TRAINING and single and _device_type(self.weight.device) in ("CPU", "AMD"):
+        if fusion.FAST and TRAINING and single and _device_type(self.weight.device) in ("CPU", "AMD"):
             # Plain indexing backpropagates through a one-hot sum over the whole vocabulary (tokens x n x
             # n_embd); nn.Embedding with USE_ATOMICS scatter-adds the gradient rows instead (CPU, AMD only).
             with Context(USE_ATOMICS=1):
@@ -210,13 +143,20 @@ class CausalSelfAttention:
     def heads(self, x: Tensor, start: int | UOp = 0) -> tuple[Tensor, Tensor, Tensor]:
         """Queries (B, n_head, T, hs), keys and values (B, n_kv_head, T, hs) of x (B, T, C) at positions start..."""
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split([C, self.kv_size, self.kv_size], dim=2)  # (B, T, C), 2 x (B, T, kv_size)
+        qkv = self.c_attn(x)
+        # In training the gradients of q, k and v are stored apart, then joined into qkv's. Else tinygrad
+        # takes the split's gradient as three padded pieces summed in one kernel that runs all three
+        # attention sums for every element, two thirds of them on zeros (a baby-GPT layer 5.5 ms).
+        qkv = stored(qkv, gradient=True) if TRAINING else qkv
+        q, k, v = qkv.split([C, self.kv_size, self.kv_size], dim=2)  # (B, T, C), 2 x (B, T, kv_size)
+        if TRAINING:
+            q, k, v = (stored(a, gradient=True) for a in (q, k, v))
         # (B, T, heads * hs) -> (B, heads, T, hs)
         q = q.reshape(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k, v = (a.reshape(B, T, self.n_kv_head, C // self.n_head).transpose(1, 2) for a in (k, v))
         if self.rope_theta is not None:
             hs = C // self.n_head
-            if FAST and isinstance(x.device, str):  # rows start..start+T of the table (start symbolic in decode)
+            if fusion.FAST and isinstance(x.device, str):  # rows start..start+T of the table (start symbolic in decode)
                 table = rotation_table(self.block_size, hs, self.rope_theta, x.device)
                 cos, sin = (a[start : start + T] for a in table)
             else:  # a symbolic start still serves one jitted decode step: the angles are built from constants
@@ -233,7 +173,7 @@ class CausalSelfAttention:
             end = start + T
             cache.k[layer][:, :, start:end].assign(k)
             cache.v[layer][:, :, start:end].assign(v)
-            if isinstance(start, UOp) and T == 1 and FAST:
+            if isinstance(start, UOp) and T == 1 and fusion.FAST:
                 # A jitted decode step (start symbolic) attends over the whole cache, the keys after its
                 # position masked: a slice of symbolic length put integer divisions by it into every
                 # index of the attention kernels, whose time then grew with each cached key (at batch 8,
@@ -290,8 +230,13 @@ class Block:
         self.mlp = MLP(config, device)
 
     def __call__(self, x: Tensor, cache: KVCache | None = None, layer: int = 0, start: int | UOp = 0) -> Tensor:
+        # In training the residual stream's gradient is stored at each add: it is a sum of several
+        # gradients (and LayerNorm's per-row terms), which each weight-gradient matmul reading it would
+        # otherwise add up again for every output tile (baby-GPT training step 0.96x, side by side).
         x = x + self.attn(self.ln_1(x), cache, layer, start)
-        return x + self.mlp(self.ln_2(x))
+        x = stored(x, gradient=True) if TRAINING else x
+        x = x + self.mlp(self.ln_2(x))
+        return stored(x, gradient=True) if TRAINING else x
 
 
 class GPT:

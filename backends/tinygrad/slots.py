@@ -22,8 +22,9 @@ import sqlite3
 import numpy as np
 from tinygrad import Tensor, TinyJit, dtypes, helpers
 
+from backends.tinygrad.attention import attention
 from backends.tinygrad.buffers import read, write
-from backends.tinygrad.model import GPT, CausalSelfAttention, KVCache, attention, repeat_kv
+from backends.tinygrad.model import GPT, CausalSelfAttention, KVCache, repeat_kv
 from backends.tinygrad.rope import rope, rotations
 from core.model.params import check_servable
 
