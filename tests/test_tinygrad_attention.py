@@ -55,3 +55,27 @@ def check_attention(T: int, causal: bool, seed: int) -> None:
         for fast, slow in zip(grads[variant], grads[False, False], strict=True):
             np.testing.assert_allclose(fast, slow, atol=1e-5)
 
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_dropout_matches_builtin(causal):
+    """Dropout on the attention probabilities, as the built-in applies it: the same seed draws the same
+    mask over the same (B, nh, T, S) shape, and the kept weights are normalized by the sum of all."""
+    rng = np.random.default_rng(1)
+    q, k, v, g = (rng.standard_normal((2, 2, 6, 4)).astype(np.float32) for _ in range(4))
+    results = {}
+    saved = fusion.FAST
+    try:
+        for fast in (True, False):
+            fusion.FAST = fast
+            with Context(TRAINING=1):
+                Tensor.manual_seed(3)
+                tq, tk, tv = (Tensor(a) for a in (q, k, v))
+                out = tg_attention.attention(tq, tk, tv, causal, dropout=0.5)
+                gradients = (out * Tensor(g)).sum().gradient(tq, tk, tv)
+                Tensor.realize(out, *gradients)
+            results[fast] = [t.numpy() for t in (out, *gradients)]
+    finally:
+        fusion.FAST = saved
+    for ours, builtin in zip(results[True], results[False], strict=True):
+        np.testing.assert_allclose(ours, builtin, atol=1e-5)

@@ -63,10 +63,10 @@ def _attend(
         # kernel 3.8 -> 0.3 ms). The added term is zero (folded away) and carries the gradient; masked
         # scores get none, their weight being 0.
         weights = weights.detach() + weights.detach() * (unmasked - unmasked.detach())
-    weights = weights.dropout(dropout)
+    dropped = weights.dropout(dropout)  # dropout on the probabilities: normalized by the kept weights' sum
     # The gradient of the weights, d(out) @ v.T, reads v across its rows: a transposed copy makes it an
     # outer-product kernel (fusion.py). Normalizing after the matmul divides (T, hs) numbers, not (T, S).
-    mixed = fusion.with_transposed_input_gradient(weights, v) if full and TRAINING else weights @ v
+    mixed = fusion.with_transposed_input_gradient(dropped, v) if full and TRAINING else dropped @ v
     return (mixed / weights.sum(-1, keepdim=True)).contiguous()  # (B, nh, T, hs)
 
 
