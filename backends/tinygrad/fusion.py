@@ -36,9 +36,9 @@ def with_transposed_input_gradient(x: Tensor, weight: Tensor, bias: Tensor | Non
 
     Read as stored, weight (.., in, out) is read along its rows by dy @ weight.T, the sum contiguous in
     both operands (a dot product per output, gemm.py's slower form); a transposed copy (.., out, in), a
-    few hundred kilobytes a step, lets that sum run over its rows the way x @ weight does (12% faster
-    training steps at nanoGPT's baby size, 5% at the reference size, measured side by side, for the
-    linear layers; attention's weights @ values the same). The weight gradient still comes from `y`;
+    few hundred kilobytes a step, lets that sum run over its rows the way x @ weight does (for the linear
+    layers, 12% faster training steps at nanoGPT's baby size, 5% at the reference size, measured side by
+    side; attention.py reads the values of weights @ values this way too). The weight gradient still comes from `y`;
     `z - z.detach()` is exactly zero and folded away, so the forward pass computes nothing more: z only
     carries the input gradient.
     """
