@@ -63,7 +63,7 @@ def _attend(
         # kernel 3.8 -> 0.3 ms). The added term is zero (folded away) and carries the gradient; masked
         # scores get none, their weight being 0.
         weights = weights.detach() + weights.detach() * (unmasked - unmasked.detach())
-    dropped = weights.dropout(dropout)  # dropout on the probabilities: normalized by the kept weights' sum
+    dropped = weights.dropout(dropout)  # on the probabilities: still divided by the sum of all the weights
     # The gradient of the weights, d(out) @ v.T, reads v across its rows: a transposed copy makes it an
     # outer-product kernel (fusion.py). Normalizing after the matmul divides (T, hs) numbers, not (T, S).
     mixed = fusion.with_transposed_input_gradient(dropped, v) if full and TRAINING else dropped @ v

@@ -108,7 +108,8 @@ class TinygradModel(SlotServing):
             group.lr = self.lr
             # Realized now, the state is buffers from the first step on (tinygrad makes it lazy zeros and
             # ones), so the first step's graph is the one every later step runs: tinygrad's schedule cache
-            # then serves the second call, which TinyJit captures, instead of scheduling it again (7-10 s).
+            # then serves the second call, which TinyJit captures, instead of scheduling it again (scratch,
+            # baby GPT: that call 7.2-10.0 -> 1.9 s).
             group.m, group.v = ([t.contiguous().realize() for t in state] for state in (group.m, group.v))
             group.b1_t, group.b2_t = (t.contiguous().realize() for t in (group.b1_t, group.b2_t))
         return OptimizerGroup(*groups)
