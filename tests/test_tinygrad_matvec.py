@@ -43,14 +43,16 @@ def test_decode_products_stay_right(seed, batch, by_row):
 
 
 def test_the_options_per_layout_and_batch():
-    """Weight (in, out): 16 outputs at once, rows in pairs at batch 8; weight (out, in) at batch 1: 8 dot products."""
+    """Weight (in, out): 16 outputs at once, both rows at batch 2 (sum unrolled), all 8 at batch 8; weight
+    (out, in) at batch 1: 8 dot products."""
     rng = np.random.default_rng(0)
-    x1, x8 = rng.standard_normal((1, 64), dtype=np.float32), rng.standard_normal((8, 64), dtype=np.float32)
+    x1, x2, x8 = (rng.standard_normal((b, 64), dtype=np.float32) for b in (1, 2, 8))
     w_in_out, w_out_in = (rng.standard_normal(s, dtype=np.float32) for s in ((64, 128), (256, 64)))
-    cases = [(x1, w_in_out, False), (x8, w_in_out, False), (x1, w_out_in, True)]
+    cases = [(x1, w_in_out, False), (x2, w_in_out, False), (x8, w_in_out, False), (x1, w_out_in, True)]
     wanted = [
         {("UPCAST", 16), ("UNROLL", 4)},
         {("UPCAST", 16), ("UPCAST", 2), ("UNROLL", 4)},
+        {("UPCAST", 16), ("UPCAST", 8)},
         {("UPCAST", 8), ("UNROLL", 8)},
     ]
     for (x, w, by_row), want in zip(cases, wanted):

@@ -10,11 +10,12 @@ tinygrad's matvec heuristic (MV_*) is for GPUs only (it needs local memory).
 weight read without the batch index) and gives it options that suit the weight's layout:
 
 - weight (in, out), outputs contiguous in a row: 16 outputs at once (UPCAST), so every step of the
-  sum loads 16 consecutive floats of one weight row, and the sum unrolled by 4; at batch 2..8 two
-  rows at once as well, so each weight load serves both (7-8x at batch 1 for most layers, 1.2-5x at batch 8, in
-  `benchmarks/matvec.py`);
+  sum loads 16 consecutive floats of one weight row; at batch 2..8 every row at once as well, so
+  each weight load serves them all; the sum unrolled by 4 where at most 32 sums are kept (batch 1
+  and 2). See `benchmarks/matvec.py` for the gain per layer and batch. At batch 8, all rows at once
+  instead of rows in pairs took 0.45-0.65x the time (scratch, the four layers interleaved).
 - weight (out, in), the output head's (vocab, n_embd) read by row: 8 dot products at once, each
-  unrolled by 8 (batch 1 only: at batch 8 tinygrad's own choice was as fast).
+  unrolled by 8 (batch 1 only: at batch 8 no option tried beat tinygrad's own, timed interleaved).
 
 The options go where tuned ones would (tune.py's compile hook); a kernel that `tune` has searched
 keeps its tuned options. Every option is checked on the kernel first (tinygrad raises
@@ -89,11 +90,13 @@ def _choose(ast: UOp, renderer) -> tuple[Opt, ...] | None:
     if len(weight) != 1 or any(k.rngs[a] in weight[0].ranges for a in rows):
         return None  # not one weight read the same for every row: not a matrix-vector product
     terms = list(weight[0].split_uop(Ops.ADD))
+    one_row_axis = len(rows) == 1 and n_rows > 1
     if out_range in terms and shape[out] % 16 == 0:  # (in, out): consecutive outputs side by side
         opts = [Opt(OptOps.UPCAST, out, 16)]
-        if len(rows) == 1 and shape[rows[0]] % 2 == 0:
-            opts.append(Opt(OptOps.UPCAST, rows[0], 2))
-        opts.append(Opt(OptOps.UNROLL, 0, 4))
+        if one_row_axis:  # every row at once, so that each weight load serves them all
+            opts.append(Opt(OptOps.UPCAST, rows[0], n_rows))
+        if n_rows <= 2:  # at most 32 sums in registers: room to unroll (more rows: unrolling measured no faster)
+            opts.append(Opt(OptOps.UNROLL, 0, 4))
     elif sum_range in terms and n_rows == 1 and shape[out] % 8 == 0:  # (out, in): each output a dot product
         opts = [Opt(OptOps.UPCAST, out, 8), Opt(OptOps.UNROLL, 0, 8)]
     else:
