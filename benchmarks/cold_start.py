@@ -6,7 +6,9 @@ variants taking turns (A B A B ...) so that a shared machine's load falls on eac
 reports the step's wall time, the CPU seconds it took (the process, its compile workers and their
 clang runs: the work, whatever the load), and how many kernels it compiled.
 
-Variants: this checkout as it is; the same with GPT_TINYGRAD_EARLY_POOL=0 (compile_workers.py off),
+Variants: this checkout as it is; its second run (a second process on the CACHEDB the first left,
+as a user's next run of the same shapes finds it), with and without program_cache.py's compiled
+kernels; the same with GPT_TINYGRAD_EARLY_POOL=0 (compile_workers.py off),
 with GPT_TINYGRAD_GEMM=0 (gemm.py's matmul options off, whose larger kernels take longer to compile) and
 GPT_TINYGRAD_WIDE_LOADS=0 (wide_loads.py off);
 and, with `--before DIR`, another checkout of the project (e.g. `git archive COMMIT | tar -x -C DIR`).
@@ -50,25 +52,31 @@ me, gone = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource
 cpu = me.ru_utime + me.ru_stime + gone.ru_utime + gone.ru_stime
 cpu += sum(cpu_of(p.pid) for p in multiprocessing.active_children())
 from tinygrad.codegen import to_program_cache
+try:  # kernels read from disk, compiled by an earlier process (absent from checkouts before program_cache.py)
+    from backends.tinygrad.program_cache import loaded
+except ImportError:
+    loaded = ()
 print(json.dumps({"build_s": built - started, "first_step_s": stepped - built, "cpu_s": cpu,
-                  "kernels": len(to_program_cache)}))
+                  "kernels": len(to_program_cache) - len(loaded), "read": len(loaded)}))
 """
 
 
-def first_step(source: Path, fields_batch: tuple, env: dict[str, str]) -> dict:
-    """One cold first step of the checkout at `source`, in a fresh process with an empty CACHEDB."""
+def first_step(source: Path, fields_batch: tuple, env: dict[str, str], processes: int = 1) -> dict:
+    """The first step of the checkout at `source` in the last of `processes` fresh processes, one after
+    another, sharing a CACHEDB that is empty before the first (1: a cold cache; 2: what an earlier run left)."""
     with tempfile.TemporaryDirectory() as tmp:
         run_env = {**os.environ, **env, "CACHEDB": str(Path(tmp) / "cache.db"), "PYTHONPATH": str(source)}
-        out = subprocess.run(
-            [sys.executable, "-c", CHILD, json.dumps(fields_batch)],
-            cwd=source,
-            env=run_env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if out.returncode != 0:
-        raise RuntimeError(f"the first step in {source} failed: {out.stderr.strip().splitlines()[-1:]}")
+        for _ in range(processes):
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, json.dumps(fields_batch)],
+                cwd=source,
+                env=run_env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if out.returncode != 0:
+                raise RuntimeError(f"the first step in {source} failed: {out.stderr.strip().splitlines()[-1:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -77,15 +85,18 @@ def markdown(result: dict) -> str:
         f"# First training step on a cold kernel cache: `{result['config_name']}`\n",
         f"`{result['run']['command']}` on {result['machine']['cpu']} ({result['machine']['cpus']} CPUs), "
         f"{result['run']['date']}, commit {result['machine']['commit']}, load average "
-        f"{result['run']['load_average']}. Each run is a fresh process with an empty CACHEDB; variants in "
-        "turn; medians of the rounds. CPU s counts the process, its compile workers and their clang runs.\n",
-        "| variant | first step s | CPU s | kernels compiled | model built s |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        f"{result['run']['load_average']}. Each run is a fresh process with an empty CACHEDB (the \"second run\" "
+        "variant: the second of two processes sharing one, as a user's next run finds it); variants in "
+        "turn; medians of the rounds. CPU s counts the process, its compile workers and their clang runs. "
+        "Read: kernels read from disk (program_cache.py), compiled by the earlier process.\n",
+        "| variant | first step s | CPU s | kernels compiled | read | model built s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, runs in result["variants"].items():
-        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        med = {k: statistics.median(r.get(k, 0) for r in runs) for k in runs[0]}
         lines.append(
-            f"| {name} | {med['first_step_s']:.1f} | {med['cpu_s']:.1f} | {med['kernels']:.0f} | {med['build_s']:.1f} |"
+            f"| {name} | {med['first_step_s']:.1f} | {med['cpu_s']:.1f} | {med['kernels']:.0f} | "
+            f"{med.get('read', 0):.0f} | {med['build_s']:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -100,18 +111,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.before is not None and not (args.before / "backends" / "tinygrad").is_dir():
         parser.error(f"--before {args.before} is not a checkout of this project (no backends/tinygrad in it)")
     variants = {
-        "this checkout": (ROOT, {}),
-        "this checkout, GPT_TINYGRAD_EARLY_POOL=0": (ROOT, {"GPT_TINYGRAD_EARLY_POOL": "0"}),
-        "this checkout, GPT_TINYGRAD_GEMM=0": (ROOT, {"GPT_TINYGRAD_GEMM": "0"}),
-        "this checkout, GPT_TINYGRAD_WIDE_LOADS=0": (ROOT, {"GPT_TINYGRAD_WIDE_LOADS": "0"}),
+        "this checkout": (ROOT, {}, 1),
+        "this checkout, second run": (ROOT, {}, 2),
+        "this checkout, second run, GPT_TINYGRAD_PROGRAM_CACHE=0": (ROOT, {"GPT_TINYGRAD_PROGRAM_CACHE": "0"}, 2),
+        "this checkout, GPT_TINYGRAD_EARLY_POOL=0": (ROOT, {"GPT_TINYGRAD_EARLY_POOL": "0"}, 1),
+        "this checkout, GPT_TINYGRAD_GEMM=0": (ROOT, {"GPT_TINYGRAD_GEMM": "0"}, 1),
+        "this checkout, GPT_TINYGRAD_WIDE_LOADS=0": (ROOT, {"GPT_TINYGRAD_WIDE_LOADS": "0"}, 1),
     }
     if args.before is not None:
-        variants[f"before ({args.before.name})"] = (args.before.resolve(), {})
+        variants[f"before ({args.before.name})"] = (args.before.resolve(), {}, 1)
     log = Progress()
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for round_ in range(args.rounds):
-        for name, (source, env) in variants.items():
-            runs[name].append(first_step(source, CONFIGS[args.config], env))
+        for name, (source, env, processes) in variants.items():
+            runs[name].append(first_step(source, CONFIGS[args.config], env, processes))
             log(f"round {round_ + 1}, {name}: first step {runs[name][-1]['first_step_s']:.1f} s")
     result = result_of(
         "benchmarks.cold_start", argv, log, config_name=args.config, config=CONFIGS[args.config][0], variants=runs

@@ -30,7 +30,7 @@ from tinygrad.codegen import to_program, to_program_cache, to_program_key
 from tinygrad.helpers import NUM_CPU_THREADS, diskcache_get, diskcache_put, tqdm
 from tinygrad.uop.ops import Ops, UOp
 
-from backends.tinygrad import gemm, matvec
+from backends.tinygrad import gemm, matvec, program_cache
 from backends.tinygrad.kernel_timer import kernel_timer
 
 TABLE = "gpt_tuned_opts"
@@ -78,7 +78,10 @@ def _lower_and_compile(linear: UOp) -> UOp:
                 outer = call.src[0]  # the kernel, or a wrapper holding it first (as _get_call_to_compile reads it)
                 kernel = swaps[ast] if outer is ast else outer.replace(src=(swaps[ast], *outer.src[1:]))
                 calls[call] = call.replace(src=(kernel, *call.src[1:]))
-    compiled = _compile(linear.substitute(calls) if calls else linear)
+    linear = linear.substitute(calls) if calls else linear
+    to_compile = program_cache.load(linear)  # kernels compiled by an earlier run are read from disk instead
+    compiled = _compile(linear)
+    program_cache.save(to_compile)
     for _, ast, renderer in kernels:  # remember which kernel each program came from, for `rank`
         program = to_program_cache.get(to_program_key(swaps.get(ast, ast), renderer))
         if program is not None:
@@ -100,6 +103,8 @@ def summary() -> str:
     tuned, total = found()
     mine = len(matvec.chosen) + len(gemm.chosen)
     ours = f", {mine} with our own options" if mine else ""
+    if program_cache.loaded:
+        ours += f", {len(program_cache.loaded)} compiled by an earlier run"
     if tuned:
         return f"tinygrad: {tuned} of {total} kernels use tuned options from the disk cache{ours}"
     return f"tinygrad: no tuned kernels for these shapes ({total} kernels{ours}; `tune` searches them)"
