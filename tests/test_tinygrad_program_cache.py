@@ -56,9 +56,8 @@ def test_a_second_process_reads_every_kernel_from_disk_and_gets_the_same_bits(tm
 def test_the_switch_and_the_lookup_in_this_process(tmp_path, monkeypatch):
     """A kernel compiled once is read back from disk once it is gone from memory, and not when switched off."""
     import numpy as np
-    from tinygrad import Tensor
+    from tinygrad import Tensor, helpers
     from tinygrad.codegen import to_program_cache
-    from tinygrad import helpers
     from tinygrad.helpers import Context
 
     from backends import get_backend
