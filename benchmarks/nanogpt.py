@@ -150,8 +150,6 @@ def run(nanogpt: Path, text: str, backends: list[str], work: Path, log) -> dict:
             "--eval-batches",
             "400",
             "--no-progress",
-            "--out",
-            str(work / f"ours-{backend}"),
         ]
         if backend == "tinygrad":
             # A kernel cache of its own, empty before the first run (everything compiled); the second run
@@ -159,10 +157,12 @@ def run(nanogpt: Path, text: str, backends: list[str], work: Path, log) -> dict:
             env = {"CACHEDB": str(work / "tinygrad-cache.db")}
             for name in ("tinygrad", "tinygrad, second run"):
                 log(f"ours, {name}")
-                results[name] = timed(ours, ROOT, work / f"ours-{name.replace(', ', '-')}.log", env)
+                out = work / f"ours-{name.replace(', ', '-').replace(' ', '-')}"
+                results[name] = timed([*ours, "--out", str(out)], ROOT, out.with_suffix(".log"), env)
         else:
             log(f"ours, {backend}")
-            results[backend] = timed(ours, ROOT, work / f"ours-{backend}.log")
+            out = work / f"ours-{backend}"
+            results[backend] = timed([*ours, "--out", str(out)], ROOT, out.with_suffix(".log"))
     return results
 
 
@@ -180,6 +180,9 @@ def markdown(result: dict) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in runs.items():
+        if r["returncode"] != 0:
+            lines.append(f"| {name} | failed (exit {r['returncode']}) | | | | |")
+            continue
         ratio = r["wall_s"] / base["wall_s"]
         diff = None if r["val_loss"] is None or base["val_loss"] is None else r["val_loss"] - base["val_loss"]
         lines.append(
