@@ -83,7 +83,8 @@ def timed(command: list[str], cwd: Path, log_file: Path, env: dict[str, str] | N
         "wall_s": round(seconds, 1),
         "returncode": proc.returncode,
         "final_step": int(found[-1][0]) if found else None,
-        "kernels_from_earlier_run": sum(int(n) for n in FROM_EARLIER_RUN.findall(log_file.read_text())),
+        # Each of tinygrad's one-line reports gives the running total so far: the last one is the run's.
+        "kernels_from_earlier_run": max((int(n) for n in FROM_EARLIER_RUN.findall(log_file.read_text())), default=0),
         "val_loss": float(found[-1][1]) if found else None,
     }
 
