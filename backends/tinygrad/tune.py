@@ -61,8 +61,9 @@ def _kernels(linear: UOp):
 
 
 def _lower_and_compile(linear: UOp) -> UOp:
-    """tinygrad's lower_and_compile, with tuned options put into each kernel that has them (and, where
-    none were tuned, matvec.py's options into a decode step's matrix-vector products)."""
+    """tinygrad's lower_and_compile, with tuned options put into each kernel that has them (where none
+    were tuned, matvec.py's or gemm.py's), and kernels an earlier run compiled read from disk
+    (program_cache.py) instead of compiled again."""
     kernels, swaps, calls = list(_kernels(linear)), {}, {}
     for call, ast, renderer in kernels:
         _seen.setdefault(ast.key, (ast, renderer))
