@@ -178,10 +178,11 @@ def _column_sum(k: Scheduler, reduces: list[UOp]) -> tuple[Opt, ...] | None:
 def _spread_transcendental(k: Scheduler, ast: UOp, renderer) -> tuple[Opt, ...] | None:
     """Only a thread split for an elementwise kernel of exponentials (a softmax's over (B, n_head, T, T)
     scores, GELU's tanh): an exp() is some twenty operations here (tinygrad computes it in code, not by an
-    instruction). tinygrad's own options upcast such a kernel by 4, writing four lanes of scalar code
-    that clang leaves scalar; without them the innermost loop is a plain loop over consecutive elements,
-    which clang vectorizes itself, 8 lanes wide. tinygrad also splits a kernel over threads by its
-    element count alone, which leaves the baby GPT's 196,608 exponentials a layer on one core."""
+    instruction). tinygrad's own options upcast such a kernel by 4, writing four lanes of scalar code;
+    without them the innermost loop is a plain loop over consecutive elements, which clang vectorizes
+    itself, 8 lanes wide (256-bit instructions in the assembly of the kernel). tinygrad also splits a
+    kernel over threads by its element count alone, which leaves the baby GPT's 196,608 exponentials a
+    layer on one core."""
     threads = NUM_CPU_THREADS.value
     if threads < 2 or not any(u.op in TRANSCENDENTAL for u in ast.toposort()):
         return None
