@@ -3,7 +3,7 @@
 tinygrad 0.14 keeps the compiler's output on disk (its sqlite CACHEDB, keyed by the C source), but
 not the step before: turning a kernel's AST into that source (tinygrad's rewrite passes, in Python)
 runs again in every new process. For the README's default run that is most of a first step even on
-a warm cache: about 12 CPU seconds of code generation against 9 of clang, measured here by timing
+a warm cache: about 14 CPU seconds of code generation against 9 of clang, measured here by timing
 both for each of the step's kernels. So each compiled kernel (tinygrad's PROGRAM: its code, source
 and binary) is also written to the same CACHEDB, table `gpt_programs`, and a later process looks a
 kernel up there before compiling it.
