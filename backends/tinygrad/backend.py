@@ -199,7 +199,9 @@ class TinygradModel(SlotServing):
         # Gradients of what trains only (backward() would also compute them for frozen LoRA base weights).
         for p, g in zip(params, loss.gradient(*params)):
             p.grad = g
-        norm = sum((p.grad.float() ** 2).sum() for p in params).sqrt()
+        # Stored once: the clipping factor and the reported norm each read it (left lazy, each was its own
+        # kernel summing every gradient again, the two largest kernels of a cold first step to compile).
+        norm = sum((p.grad.float() ** 2).sum() for p in params).sqrt().contiguous()
         if self.train.grad_clip > 0:
             # One kernel computes the factor and every update reads it: left lazy, the global norm was fused
             # into each parameter's update kernel, recomputed there and compiled again for each shape (the

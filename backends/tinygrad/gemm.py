@@ -7,8 +7,8 @@ CPU heuristics upcast 3 or 4 outputs along two axes whatever the layout; with th
 baby-GPT training step is 2.56x faster (benchmarks/results/levers-baby.md, "no matmul options").
 
 `opts_for` recognizes a matmul kernel (one sum of a product of two loads, more rows than a decode
-step's matrix-vector products, which `matvec.py` handles, and at least MIN_FLOPS) and tells two
-layouts apart by the loads' index expressions:
+step's matrix-vector products, which `matvec.py` handles) and tells two layouts apart by the loads'
+index expressions (below MIN_FLOPS, tiles of 4 x 2 in either: cheaper to compile):
 
 - outer product form: one output axis `n` is contiguous in one input and absent from the other, as
   in x @ W with W stored (in, out), or a weight gradient x.T @ dy summed over positions: 16 outputs
@@ -50,13 +50,18 @@ from backends.tinygrad import matvec
 from backends.tinygrad import threads as parallel
 
 ENABLED = os.environ.get("GPT_TINYGRAD_GEMM", "1") != "0"
-# Our tiles make larger kernels, slower to compile: below this the first step's compile time outweighed
-# what the faster steps saved (with the sums unrolled by 4, about 6 s more in the README's default run with
-# every matmul ours). From 10 MFLOP the baby GPT's attention matmuls (12.6) and its output projection are ours.
-MIN_FLOPS = 10_000_000
 # Upcast amounts, first that divides the axis: outer product form (along n, along m), dot-product form.
 OUTER = ((16, 8, 4), (4, 2, 3))
 DOT = ((8, 4, 2), (4, 2))
+# Below MIN_FLOPS a matmul gets tiles of 4 x 2 (either form): large tiles make large kernels, slow to
+# compile, and what they save on so little work does not pay that back in a short run. tinygrad's own
+# options were no cheaper: for the README's default run's attention matmuls (8.4 MFLOP) they upcast 4 x 4
+# and unroll the sum by 16, about 1 s of code generation a kernel; with 4 x 2 about 0.15 s, and its
+# training step as fast (side by side in one process). 16 x 4 tiles for the same matmuls were no faster,
+# and from 10 MFLOP (the baby GPT's attention matmuls, 12.6; the default run's linear layers) smaller
+# tiles cost time: 8 x 2 up to 50 MFLOP made the default run's step 1.11x slower.
+MIN_FLOPS = 10_000_000
+SMALL = ((4, 2), (2,))
 # Elementwise kernels of exp/log/sin from this many elements get a thread split (_spread_transcendental);
 # threads.py runs the parts at once only from MIN_PARALLEL_BYTES of output.
 MIN_SPREAD_ELEMENTS = parallel.MIN_PARALLEL_BYTES // 4
@@ -94,6 +99,8 @@ def _choose(ast: UOp, renderer) -> tuple[Opt, ...] | None:
     if any(not isinstance(s, int) for s in k.full_shape):
         return None  # a symbolic size (a decode step's cache length): left to tinygrad
     shape, outputs = list(k.full_shape), k.upcastable_dims
+    flops = 2 * prod(shape)
+    outer_by, dot_by = (OUTER, DOT) if flops >= MIN_FLOPS else (SMALL, SMALL)
     # Each factor is a load or elementwise work on loads (a bias added, a LayerNorm's per-row statistics):
     # its axes are the ranges its loads' indices use; it is contiguous along an axis that is a bare term
     # of a load that moves with the sum (a per-row statistic, loaded once a row, does not count).
@@ -126,30 +133,25 @@ def _choose(ast: UOp, renderer) -> tuple[Opt, ...] | None:
         stored_along = {a for a in range(len(shape)) if any(k.rngs[a] in i.split_uop(Ops.ADD) for i in _stores(k))}
         n, side = max(outer, key=lambda ns: (ns[0] in stored_along, shape[ns[0]]))
         m_axes = [a for a in outputs if a in uses[1 - side] and (a not in uses[side] or shared(a, side, 4))]
-        n_by = _first_divisor(shape[n], OUTER[0])
+        n_by = _first_divisor(shape[n], outer_by[0])
         if n_by is None or not m_axes:
             return None
         m = max(m_axes, key=lambda a: shape[a])
         if shape[m] <= matvec.MAX_ROWS:
             return None  # a decode step's matrix-vector product: matvec.py's
         opts.append(Opt(OptOps.UPCAST, n, n_by))
-        if m_by := _first_divisor(shape[m], OUTER[1]):
+        if m_by := _first_divisor(shape[m], outer_by[1]):
             opts.append(Opt(OptOps.UPCAST, m, m_by))
     elif all(last_sum in c for c in contiguous):  # dot products: both inputs read along the sum
         side_axes = [_widest([a for a in outputs if a in uses[s] and a not in uses[1 - s]], shape) for s in (0, 1)]
         if None in side_axes or min(shape[a] for a in side_axes) <= matvec.MAX_ROWS:
             return None
-        for axis, choices in zip(side_axes, DOT, strict=True):
+        for axis, choices in zip(side_axes, dot_by, strict=True):
             if by := _first_divisor(shape[axis], choices):
                 opts.append(Opt(OptOps.UPCAST, axis, by))
         m = side_axes[0]
     else:
         return _column_sum(k, reduces)
-    flops = 2
-    for s in shape:
-        flops *= s
-    if flops < MIN_FLOPS:
-        return None
     threads = NUM_CPU_THREADS.value
     if threads > 1 and flops >= parallel.MIN_PARALLEL_FLOPS:  # where threads.py runs the parts at once
         thread_axis = next((a for a in [m, *outputs] if (shape[a] // _upcast(opts, a)) % threads == 0), None)
