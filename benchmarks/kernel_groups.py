@@ -1,13 +1,14 @@
 """Name the job of each kernel of a tinygrad training or decode step, from its shapes and its FLOPs.
 
-tinygrad's kernels carry generated names (`r_128_32_2_4_3_128_4`), not the layer they came from.
-But every matmul of a GPT has a known signature: a linear layer (n_in -> n_out) over N token
-positions costs 2 * N * n_in * n_out FLOPs in each of its three kernels, and they differ by what
-they write: the forward pass writes N x n_out numbers, the input gradient N x n_in, the weight
-gradient n_in x n_out. Attention is recognised by its score matrices (T x S per head), the output
-head and cross-entropy by their N x vocab logits, embedding and optimizer kernels by writing a
-parameter-sized buffer with few FLOPs per number. A matmul's kernel often fuses a little
-elementwise work (a bias, an activation), so FLOPs are matched within a factor of 0.9 to 2.
+tinygrad's kernels carry generated names (`r_128_32_2_4_3_128_4`), not the layer they came from. But
+every matmul of a GPT has a known signature: a linear layer (n_in -> n_out) over N token positions
+costs 2 * N * n_in * n_out FLOPs in each of its three kernels, and they differ by what they write:
+the forward pass writes N x n_out numbers, the input gradient N x n_in, the weight gradient n_in x
+n_out (or k partial sums of it, each over N / k positions). Attention is recognised by its score
+matrices (T x S per head), the output head and cross-entropy by their N x vocab logits, embedding
+and optimizer kernels by writing a parameter-sized buffer with few FLOPs per number. A matmul's
+kernel often fuses a little elementwise work (a bias, an activation), so FLOPs are matched within a
+factor of 0.9 to 2.
 
 The two passes are told apart by order: kernels run forward first, and the first output-head
 gradient marks the start of the backward pass. A (C, C) projection's forward pass and its input
@@ -74,6 +75,9 @@ def classify(kernels: list[Kernel], config: GPTConfig, batch: int, seq: int, key
     if seq != keys:  # a decode step reads the KV cache (in training that size is N x C, every activation's)
         attention_numels.add(batch * nh * config.block_size * config.head_size)
     groups, backward = [], False
+    from backends.tinygrad.fusion import GRADIENT_CHUNK  # large weight gradients: partial sums over chunks
+
+    chunks = N // GRADIENT_CHUNK if N % GRADIENT_CHUNK == 0 else 0
     for k in kernels:
         group = None
         # Closest FLOP count first: with the factor-2 tolerance, small layers can match more than one.
@@ -84,7 +88,10 @@ def classify(kernels: list[Kernel], config: GPTConfig, batch: int, seq: int, key
             if not _near(k.flops, 2 * N * n_in * n_out):
                 continue
             head = name == "head"
-            if k.out_numel == n_in * n_out:  # (in, out) weights, or the head's (V, C)
+            # (in, out) weights, or the head's (V, C); or in the backward pass, partial sums of a weight's
+            # gradient over chunks of positions (which, unlike an input gradient, read no weight)
+            partials = backward and n_in * n_out not in k.numels and k.out_numel == chunks * n_in * n_out
+            if k.out_numel == n_in * n_out or partials:
                 group, backward = ("LM head gradients" if head else "matmuls weight gradients"), True
             elif k.out_numel == N * n_in and (backward or head):
                 group, backward = ("LM head gradients" if head else "matmuls input gradients"), True
@@ -93,12 +100,15 @@ def classify(kernels: list[Kernel], config: GPTConfig, batch: int, seq: int, key
             if group:
                 break
         if group is None:
+            few_flops = k.flops <= 64 * max(k.out_numel, 1)
             if attention_numels & set(k.numels) and N * V not in k.numels:
                 group = "attention"
             elif N * V in k.numels:
                 group = "softmax and cross-entropy"
             elif k.out_numel in (V * C, config.block_size * C) and k.flops < 64 * k.out_numel and not backward:
                 group = "embeddings and their gradients"
+            elif backward and few_flops and k.out_numel in params and chunks * k.out_numel in k.numels:
+                group = "matmuls weight gradients"  # the sum of a weight gradient's partial sums
             elif backward and (k.out_numel in params or k.out_numel == 1) and k.flops <= 64 * max(k.out_numel, 1):
                 group = "AdamW and clipping"
             elif backward and k.out_numel in (V * C, config.block_size * C):

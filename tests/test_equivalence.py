@@ -225,6 +225,16 @@ def test_train_step_matches_numpy_adamw(backends, backend):
     assert_states_close(model.optimizer_state(), want_state, f"{backend.name} vs numpy")
 
 
+def test_chunked_weight_gradients_make_the_same_step(backends, monkeypatch):
+    """tinygrad summing every linear layer's weight gradient over chunks of 8 positions (fusion.py does
+    so from CHUNKED_FROM FLOPs, here forced for a small model): still numpy's step and moments."""
+    from backends.tinygrad import fusion
+
+    monkeypatch.setattr(fusion, "GRADIENT_CHUNK", 8)  # 2 chunks of a micro-batch's 16 positions
+    monkeypatch.setattr(fusion, "CHUNKED_FROM", 0)
+    test_train_step_matches_numpy_adamw(backends, backends["tinygrad"])
+
+
 def test_weight_decay_only_on_matrices(backend):
     params, (tokens, targets) = lively_params(CONFIG, 3), step_batch(300)
     lr = 1e-2
