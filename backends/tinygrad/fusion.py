@@ -73,7 +73,7 @@ def _weight_gradient_in_chunks(x: Tensor, weight: Tensor, rows: int) -> Tensor:
     from L3. A chunk of 128 positions reads 260 KB. The weight seen as k copies (weight.expand) gives
     this from autodiff itself: the gradient of each copy is one chunk's product, and
     `contiguous_backward` stores them before their sum. Side by side in one process: c_attn's gradient
-    11.3 -> 5.0 ms at the baby size, its training step 0.96x, the reference size's 0.81x; the README's
+    11.3 -> 5.0 ms at the baby size, its training step 0.94-0.99x, the reference size's 0.81x; the README's
     default run (C = 64, below CHUNKED_FROM) gained nothing and would compile a kernel more per layer.
     """
     k = rows // GRADIENT_CHUNK
