@@ -74,10 +74,10 @@ def classify(kernels: list[Kernel], config: GPTConfig, batch: int, seq: int, key
     attention_numels = {scores, batch * nh * half * half, batch * nh * (seq - half) * keys}  # scores, split scores
     if seq != keys:  # a decode step reads the KV cache (in training that size is N x C, every activation's)
         attention_numels.add(batch * nh * config.block_size * config.head_size)
-    groups, backward = [], False
     from backends.tinygrad.fusion import GRADIENT_CHUNK  # large weight gradients: partial sums over chunks
 
     chunks = N // GRADIENT_CHUNK if N % GRADIENT_CHUNK == 0 else 0
+    groups, backward = [], False
     for k in kernels:
         group = None
         # Closest FLOP count first: with the factor-2 tolerance, small layers can match more than one.
@@ -109,7 +109,7 @@ def classify(kernels: list[Kernel], config: GPTConfig, batch: int, seq: int, key
                 group = "embeddings and their gradients"
             elif backward and few_flops and k.out_numel in params and chunks * k.out_numel in k.numels:
                 group = "matmuls weight gradients"  # the sum of a weight gradient's partial sums
-            elif backward and (k.out_numel in params or k.out_numel == 1) and k.flops <= 64 * max(k.out_numel, 1):
+            elif backward and (k.out_numel in params or k.out_numel == 1) and few_flops:
                 group = "AdamW and clipping"
             elif backward and k.out_numel in (V * C, config.block_size * C):
                 group = "embeddings and their gradients"

@@ -47,3 +47,24 @@ def test_attention_and_summary():
     assert groups[0] == "attention"
     rows = summarize(kernels, groups)
     assert sum(r["kernels"] for r in rows) == 2 and abs(sum(r["share"] for r in rows) - 1.0) < 1e-3
+
+
+def test_weight_gradients_in_chunks_are_weight_gradients(monkeypatch):
+    """A weight gradient summed over chunks of positions (backends/tinygrad/fusion.py): the kernel of the
+    partial products and the one adding them up both count as weight gradients, not forward or AdamW."""
+    from backends.tinygrad import fusion
+
+    monkeypatch.setattr(fusion, "GRADIENT_CHUNK", 8)  # N = 24 positions: 3 chunks
+    H, k = CONFIG.mlp_hidden, 3
+    kernels = [
+        kernel(2 * N * C * V, N * C, N * V, V * C),  # head input gradient: the backward pass starts
+        kernel(2 * N * H * C, k * H * C, N * H, N * C),  # mlp.c_proj's partial weight gradients
+        kernel(k * H * C, H * C, k * H * C),  # their sum
+        kernel(10 * H * C, H * C, H * C, H * C),  # AdamW on that weight
+    ]
+    assert classify(kernels, CONFIG, B, T, T) == [
+        "LM head gradients",
+        "matmuls weight gradients",
+        "matmuls weight gradients",
+        "AdamW and clipping",
+    ]

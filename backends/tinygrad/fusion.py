@@ -8,7 +8,7 @@ reads a matrix across its rows makes a dot-product kernel (gemm.py's slower form
 boundary in (forward, and with `gradient` backward too); `with_transposed_input_gradient` gives an
 input gradient a transposed copy to read. Both leave every value as it was.
 
-Both also sum a large linear layer's weight gradient in chunks of positions (`_weight_gradient_in_chunks`).
+`with_transposed_input_gradient` also sums a large layer's weight gradient over chunks of positions.
 
 `GPT_TINYGRAD_FAST=0` in the environment (or `FAST = False` here before a model is built) turns these
 and the other speed choices of model.py and attention.py off, leaving tinygrad's plain code.
