@@ -35,7 +35,9 @@ from tests.test_equivalence import (
 A, B, T = 2, 2, 8
 TRAIN = TrainConfig(lr=1e-3, weight_decay=0.1, grad_clip=0.05, grad_accum=A)
 EXAMPLES = min(2, settings.default.max_examples)  # each drawn example compiles anew in tinygrad
-MERGED_ATOL = 1e-5  # merged vs unmerged logits in float32: measured about 1e-7
+# Merged vs unmerged float32 logits: mostly about 1e-7, up to 1.05e-5 seen (alpha / r = 8, logits near 4);
+# a wrong merge is off by more than 1e-2.
+MERGED_ATOL = 1e-4
 
 
 @st.composite
