@@ -37,6 +37,31 @@ def test_parallel_parts_give_the_sequential_result(seed):
         threads.enable(was)
 
 
+def test_parts_handed_over_without_polling_give_the_same_result():
+    """Where the C poll library cannot be built, workers only sleep and wake (threads.py): the same bits,
+    a worker's error still reaches the caller, and the next kernel still runs."""
+    rng = np.random.default_rng(0)
+    a, b = (Tensor(rng.standard_normal((256, 256), dtype=np.float32)).realize() for _ in range(2))
+    was, library = threads.enabled(), threads._poll_library()
+    try:
+        threads.enable(True)
+        polled = (a @ b).numpy()
+        threads._library = None
+        assert threads._poll_library() is None
+        np.testing.assert_array_equal((a @ b).numpy(), polled)
+
+        def failing(part, *_):  # only the worker's part (part 1) fails
+            if part.value:
+                raise RuntimeError("part failed")
+
+        with pytest.raises(RuntimeError, match="part failed"):
+            threads.run_parts(failing, [None], 0, 2)
+        np.testing.assert_array_equal((a @ b).numpy(), polled)
+    finally:
+        threads._library = library
+        threads.enable(was)
+
+
 def _train_and_decode(use_replay: bool, seed: int) -> tuple[list[float], dict, list[np.ndarray]]:
     saved = replay.ENABLED
     replay.ENABLED = use_replay

@@ -92,9 +92,11 @@ def run_parts(fxn, args: list, slot: int, parts: int) -> None:
             _workers.append(_Worker())
     for part, worker in enumerate(_workers[: parts - 1], start=1):
         worker.run(fxn, _with_part(args, slot, part))
-    fxn(*_with_part(args, slot, 0))
-    for worker in _workers[: parts - 1]:
-        worker.wait()  # re-raises a worker's error here
+    try:
+        fxn(*_with_part(args, slot, 0))
+    finally:  # every part has finished before this returns, or raises
+        for worker in _workers[: parts - 1]:
+            worker.wait()  # re-raises a worker's error here
 
 
 def _with_part(args: list, slot: int, part: int) -> list:
