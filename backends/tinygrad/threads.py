@@ -15,11 +15,12 @@ Handing a part to a sleeping thread and waiting for it costs two wake-ups, and h
 been idle for a millisecond takes long to wake: a thread pool's round trip was 22 us back to back, 84
 us (390 us at p90) after 2 ms idle. A baby-GPT training step hands over some 70 parts, with small
 kernels between them. So each worker, once its part is done, polls for the next one for SPIN_SECONDS
-before it sleeps, and the caller polls for the worker's part the same way: the training step in 0.71-0.79x
-the time of a thread pool (three runs side by side in one process, scratch). They poll in C (`_POLL_C`,
-built once by clang into tinygrad's cache folder), because polling in Python holds the GIL that the
-caller needs between kernels (an os.sched_yield loop: 0.75x where C gave 0.71x). Where that library
-cannot be built, the threads only sleep and wake.
+before it sleeps, and the caller polls for the worker's part the same way: the training step in 0.71-0.96x
+the time of a thread pool (five runs side by side in one process, scratch; tinygrad-cpu.md round 9).
+They poll in C (`_POLL_C`, built once by clang into the folder of tinygrad's CACHEDB), because polling
+in Python holds the GIL that the caller needs between kernels (an os.sched_yield loop: 0.75x where C
+gave 0.71x). Where that library cannot be built, the threads only sleep and wake. One caller at a
+time hands out parts (`_running`): a second thread running kernels waits its turn.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ int poll_until(volatile int *flag, int want, double seconds) {
 _sequential_call = CPUProgram.__call__
 _workers: list[_Worker] = []
 _lock = threading.Lock()
+_running = threading.Lock()  # held while one caller's parts run: the workers serve one caller at a time
 _library: ctypes.CDLL | None | bool = False  # False: not built yet; None: could not be built
 os.register_at_fork(after_in_child=_workers.clear)  # a forked child has none of its parent's threads
 
@@ -87,16 +89,18 @@ def _parallel_call(
 def run_parts(fxn, args: list, slot: int, parts: int) -> None:
     """Call the C function `fxn` once per thread part, `args[slot]` set to the part: parts 1.. on worker
     threads, part 0 on this one, returning when all are done."""
-    with _lock:
-        while len(_workers) < parts - 1:
-            _workers.append(_Worker())
-    for part, worker in enumerate(_workers[: parts - 1], start=1):
-        worker.run(fxn, _with_part(args, slot, part))
-    try:
-        fxn(*_with_part(args, slot, 0))
-    finally:  # every part has finished before this returns, or raises
-        for worker in _workers[: parts - 1]:
-            worker.wait()  # re-raises a worker's error here
+    with _running:
+        with _lock:
+            while len(_workers) < parts - 1:
+                _workers.append(_Worker())
+        workers = _workers[: parts - 1]
+        for part, worker in enumerate(workers, start=1):
+            worker.run(fxn, _with_part(args, slot, part))
+        try:
+            fxn(*_with_part(args, slot, 0))
+        finally:  # every part has finished before this returns, or raises
+            for worker in workers:
+                worker.wait()  # re-raises a worker's error here
 
 
 def _with_part(args: list, slot: int, part: int) -> list:
