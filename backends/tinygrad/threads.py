@@ -15,8 +15,9 @@ Handing a part to a sleeping thread and waiting for it costs two wake-ups, and h
 been idle for a millisecond takes long to wake: a thread pool's round trip was 22 us back to back, 84
 us (390 us at p90) after 2 ms idle. A baby-GPT training step hands over some 70 parts, with small
 kernels between them. So each worker, once its part is done, polls for the next one for SPIN_SECONDS
-before it sleeps, and the caller polls for the worker's part the same way: the training step in 0.71-0.96x
-the time of a thread pool (five runs side by side in one process, scratch; tinygrad-cpu.md round 9).
+before it sleeps, and the caller polls for the worker's part the same way: the training step in 0.885-0.96x
+the time of a thread pool (two runs side by side in one process, scratch; a first version 0.71-0.79x;
+tinygrad-cpu.md round 9).
 They poll in C (`_POLL_C`, built once by clang into the folder of tinygrad's CACHEDB), because polling
 in Python holds the GIL that the caller needs between kernels (an os.sched_yield loop: 0.75x where C
 gave 0.71x). Where that library cannot be built, the threads only sleep and wake. One caller at a
