@@ -30,7 +30,7 @@ from tinygrad.codegen import to_program, to_program_cache, to_program_key
 from tinygrad.helpers import NUM_CPU_THREADS, diskcache_get, diskcache_put, tqdm
 from tinygrad.uop.ops import Ops, UOp
 
-from backends.tinygrad import gemm, matvec, program_cache
+from backends.tinygrad import gemm, matvec, one_clang, program_cache
 from backends.tinygrad.kernel_timer import kernel_timer
 
 TABLE = "gpt_tuned_opts"
@@ -81,6 +81,7 @@ def _lower_and_compile(linear: UOp) -> UOp:
                 calls[call] = call.replace(src=(kernel, *call.src[1:]))
     linear = linear.substitute(calls) if calls else linear
     to_compile = program_cache.load(linear)  # kernels compiled by an earlier run are read from disk instead
+    one_clang.precompile(linear)  # the rest compiled by a few clang runs, not one a kernel
     compiled = _compile(linear)
     program_cache.save(to_compile)
     for _, ast, renderer in kernels:  # remember which kernel each program came from, for `rank`

@@ -1,0 +1,118 @@
+"""Kernels compiled by one clang run for many (backends/tinygrad/one_clang.py): a training step, an
+evaluation and a cached decode give the same bits as with each kernel compiled alone, and `split`
+cuts a function out of an object so that it runs on its own, or refuses where it cannot."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import mmap
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tinygrad")
+if platform.machine().lower() not in ("x86_64", "amd64") or shutil.which("clang") is None:
+    pytest.skip("one_clang.py serves tinygrad's C renderer on x86-64, with clang", allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json
+import numpy as np
+from backends import get_backend
+from backends.tinygrad import one_clang
+from core.model.config import GPTConfig, TrainConfig
+from core.model.params import init_params
+config = GPTConfig(vocab_size=96, block_size=16, n_layer=1, n_head=2, n_embd=32, dropout=0.0)
+model = get_backend("tinygrad").build(config, init_params(config, seed=1), TrainConfig(batch_size=4))
+data = np.random.default_rng(1).integers(0, 96, (4, 17))
+losses = [model.train_step(data[:, :-1], data[:, 1:], 1e-3) for _ in range(3)]
+logits = model.logits(data[:, :-1])
+decoded = [model.prefill(data[:1, :4])] + [model.decode(np.array([t])) for t in (1, 2, 3)]
+print(json.dumps({"losses": [float(x).hex() for x in losses], "logits": logits.tobytes().hex(),
+                  "decoded": [d.tobytes().hex() for d in decoded], "together": one_clang.compiled_together}))
+"""
+
+
+def _run(cachedb: Path, enabled: bool) -> dict:
+    env = {**os.environ, "CACHEDB": str(cachedb), "GPT_TINYGRAD_ONE_CLANG": "1" if enabled else "0"}
+    proc = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_kernels_compiled_together_give_the_bits_of_kernels_compiled_alone(tmp_path):
+    together = _run(tmp_path / "together.db", enabled=True)
+    alone = _run(tmp_path / "alone.db", enabled=False)
+    assert together["together"] > 10 and alone["together"] == 0
+    for what in ("losses", "logits", "decoded"):
+        assert together[what] == alone[what], what
+
+
+# Two functions reading constants (a vector of four floats, scalars), and one calling outside code.
+VECTOR = "typedef float float4 __attribute__((aligned(16),ext_vector_type(4)));\n"
+FUNCTIONS = {
+    "scale_add": VECTOR + """void scale_add(float* restrict out, float* restrict in) {
+  for (int i = 0; i < 64; i += 4) {
+    float4 x = *((float4*)(in + i));
+    *((float4*)(out + i)) = x * (float4){1.5f, 2.5f, 3.5f, 4.5f} + (float4){0.25f, 0.5f, 0.75f, 1.0f};
+  }
+}""",
+    "affine": """void affine(float* restrict out, float* restrict in) {
+  for (int i = 0; i < 64; i++) out[i] = in[i] * 0.1234567f - 9.875f;
+}""",
+    "calls_out": """float outside(float);
+void calls_out(float* restrict out, float* restrict in) { out[0] = outside(in[0]); }""",
+}
+
+
+def _compile(source: str) -> bytes:
+    from tinygrad import Device
+
+    return Device["CPU"].renderer.compiler.compile(source)  # tinygrad's own clang command
+
+
+def _call(code: bytes, x: np.ndarray) -> np.ndarray:
+    """Run position-independent machine code `code` as f(out, in), as tinygrad's CPUProgram runs it."""
+    memory = mmap.mmap(-1, len(code), prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    memory.write(code)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    out = np.zeros_like(x)
+    ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(address)(out.ctypes.data, x.ctypes.data)
+    return out
+
+
+def test_split_cuts_each_function_with_its_constants():
+    """Cut from one object of all three, each function computes what it computes compiled alone (and
+    linked as tinygrad links it), bit for bit, and what its C says (to float32 round-off: clang fuses
+    the multiply-adds)."""
+    from tinygrad.runtime.support.elf import jit_loader
+
+    from backends.tinygrad.one_clang import split
+
+    obj = _compile("\n".join(FUNCTIONS.values()))
+    x = np.arange(64, dtype=np.float32) / 7
+    expected = {
+        "scale_add": x * np.tile(np.float32([1.5, 2.5, 3.5, 4.5]), 16) + np.tile(np.float32([0.25, 0.5, 0.75, 1]), 16),
+        "affine": x * np.float32(0.1234567) - np.float32(9.875),
+    }
+    for name, want in expected.items():
+        cut = _call(split(obj, name), x)
+        np.testing.assert_array_equal(cut, _call(jit_loader(_compile(FUNCTIONS[name])), x))
+        np.testing.assert_allclose(cut, want, rtol=1e-6)
+
+
+def test_split_refuses_what_it_cannot_place_alone():
+    from backends.tinygrad.one_clang import split
+
+    obj = _compile("\n".join(FUNCTIONS.values()))
+    assert split(obj, "calls_out") is None  # a call to a function outside the object
+    assert split(obj, "no_such_function") is None
+    assert split(b"not an object", "affine") is None
