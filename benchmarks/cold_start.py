@@ -9,8 +9,9 @@ clang runs: the work, whatever the load), and how many kernels it compiled.
 Variants: this checkout as it is; its second run (a second process on the CACHEDB the first left,
 as a user's next run of the same shapes finds it), with and without program_cache.py's compiled
 kernels; the same with GPT_TINYGRAD_EARLY_POOL=0 (compile_workers.py off),
-with GPT_TINYGRAD_GEMM=0 (gemm.py's matmul options off, whose larger kernels take longer to compile) and
-GPT_TINYGRAD_WIDE_LOADS=0 (wide_loads.py off);
+with GPT_TINYGRAD_GEMM=0 (gemm.py's matmul options off, whose larger kernels take longer to compile),
+GPT_TINYGRAD_WIDE_LOADS=0 (wide_loads.py off) and GPT_TINYGRAD_ONE_CLANG=0 (one_clang.py off: a clang run
+a kernel);
 and, with `--before DIR`, another checkout of the project (e.g. `git archive COMMIT | tar -x -C DIR`).
 Writes cold-start-<config>.json and .md to benchmarks/results/ (or --out).
 """
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "this checkout, GPT_TINYGRAD_EARLY_POOL=0": (ROOT, {"GPT_TINYGRAD_EARLY_POOL": "0"}, 1),
         "this checkout, GPT_TINYGRAD_GEMM=0": (ROOT, {"GPT_TINYGRAD_GEMM": "0"}, 1),
         "this checkout, GPT_TINYGRAD_WIDE_LOADS=0": (ROOT, {"GPT_TINYGRAD_WIDE_LOADS": "0"}, 1),
+        "this checkout, GPT_TINYGRAD_ONE_CLANG=0": (ROOT, {"GPT_TINYGRAD_ONE_CLANG": "0"}, 1),
     }
     if args.before is not None:
         variants[f"before ({args.before.name})"] = (args.before.resolve(), {}, 1)
