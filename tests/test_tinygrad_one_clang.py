@@ -116,3 +116,15 @@ def test_split_refuses_what_it_cannot_place_alone():
     assert split(obj, "calls_out") is None  # a call to a function outside the object
     assert split(obj, "no_such_function") is None
     assert split(b"not an object", "affine") is None
+
+
+def test_sources_that_clash_in_one_file_are_left_to_compile_alone():
+    from tinygrad import Device
+
+    from backends.tinygrad.one_clang import _compile_together
+
+    clashing = "static float helper(float x) { return x + %s; }\n" "void k(float* out) { out[0] = helper(out[0]); }"
+    compiler = Device["CPU"].renderer.compiler
+    assert _compile_together((compiler, [("k", clashing % "1.0f"), ("k", clashing % "2.0f")])) == [None, None]
+    fine = _compile_together((compiler, [("affine", FUNCTIONS["affine"]), ("scale_add", FUNCTIONS["scale_add"])]))
+    assert all(isinstance(code, bytes) for code in fine)

@@ -1,10 +1,12 @@
 """A step's CPU kernels compiled by one clang run per compile worker, not one run per kernel.
 
 tinygrad 0.14 compiles each CPU kernel on its own: C source in, `clang -c` out, one process a kernel.
-Measured here on the README's default run (103 kernels in its first step, serially): 7.0 s of
-clang against 8.9 s of tinygrad's own code generation, an elementwise kernel costing 51 ms of clang
-(32 ms of it an empty file's start-up) against 35 ms of code generation. The same 110 sources in one
-translation unit compiled in 2.7 s; in two, side by side, in 1.7 s.
+Timed here on the README's default run (103 kernels in its first step, one by one; scratch, in
+benchmarks/results/tinygrad-cpu.md, round 10): 7.0 s of clang against 8.9 s of tinygrad's own code
+generation, an elementwise kernel costing 51 ms of clang (about 32 ms of it clang starting) against
+35 ms of code generation. The same 110 sources in one translation unit compiled in 2.7 s; in two,
+side by side, in 1.7 s. What it bought: the default run's first step on an empty kernel cache 11.1 s
+against 14.3 s without it (`python -m benchmarks.cold_start`, cold-start-default.md).
 
 So when a step has kernels to compile, `precompile` does it in two rounds before tinygrad's own
 `lower_and_compile` runs (which then finds every kernel compiled):
@@ -31,6 +33,7 @@ from __future__ import annotations
 import copy
 import os
 import struct
+import subprocess
 
 from tinygrad.codegen import do_to_program, to_program_cache, to_program_context, to_program_key
 from tinygrad.engine import realize
@@ -80,7 +83,7 @@ def _compile_together(task: tuple[ClangCompiler, list[tuple[str, str]]]) -> list
     parts = [f"#define {name} {new}\n{src}\n#undef {name}\n" for (name, src), new in zip(kernels, unique)]
     try:
         obj = compiler.compile("\n".join(parts))
-    except Exception:  # clang refused the combined file (e.g. two kernels' definitions clash): each alone
+    except subprocess.CalledProcessError:  # clang refused the combined file (two kernels' definitions clash)
         return [None] * len(kernels)
     return [split(obj, name) for name in unique]
 
