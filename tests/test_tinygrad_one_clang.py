@@ -5,54 +5,25 @@ cuts a function out of an object so that it runs on its own, or refuses where it
 from __future__ import annotations
 
 import ctypes
-import json
 import mmap
-import os
 import platform
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.tinygrad_helpers import RESULTS, run_tiny_model
 
 pytest.importorskip("tinygrad")
 if platform.machine().lower() not in ("x86_64", "amd64") or shutil.which("clang") is None:
     pytest.skip("one_clang.py serves tinygrad's C renderer on x86-64, with clang", allow_module_level=True)
 
-ROOT = Path(__file__).resolve().parents[1]
-
-CHILD = r"""
-import json
-import numpy as np
-from backends import get_backend
-from backends.tinygrad import one_clang
-from core.model.config import GPTConfig, TrainConfig
-from core.model.params import init_params
-config = GPTConfig(vocab_size=96, block_size=16, n_layer=1, n_head=2, n_embd=32, dropout=0.0)
-model = get_backend("tinygrad").build(config, init_params(config, seed=1), TrainConfig(batch_size=4))
-data = np.random.default_rng(1).integers(0, 96, (4, 17))
-losses = [model.train_step(data[:, :-1], data[:, 1:], 1e-3) for _ in range(3)]
-logits = model.logits(data[:, :-1])
-decoded = [model.prefill(data[:1, :4])] + [model.decode(np.array([t])) for t in (1, 2, 3)]
-print(json.dumps({"losses": [float(x).hex() for x in losses], "logits": logits.tobytes().hex(),
-                  "decoded": [d.tobytes().hex() for d in decoded], "together": one_clang.compiled_together}))
-"""
-
-
-def _run(cachedb: Path, enabled: bool) -> dict:
-    env = {**os.environ, "CACHEDB": str(cachedb), "GPT_TINYGRAD_ONE_CLANG": "1" if enabled else "0"}
-    proc = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
 
 def test_kernels_compiled_together_give_the_bits_of_kernels_compiled_alone(tmp_path):
-    together = _run(tmp_path / "together.db", enabled=True)
-    alone = _run(tmp_path / "alone.db", enabled=False)
+    together = run_tiny_model(tmp_path / "together.db", GPT_TINYGRAD_ONE_CLANG="1")
+    alone = run_tiny_model(tmp_path / "alone.db", GPT_TINYGRAD_ONE_CLANG="0")
     assert together["together"] > 10 and alone["together"] == 0
-    for what in ("losses", "logits", "decoded"):
+    for what in RESULTS:
         assert together[what] == alone[what], what
 
 

@@ -4,52 +4,19 @@ are the first process's, bit for bit."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.tinygrad_helpers import RESULTS, run_tiny_model
 
 pytest.importorskip("tinygrad")
 
-ROOT = Path(__file__).resolve().parents[1]
-
-# One process: a tiny model's training steps, logits and a cached decode, with what came from disk.
-CHILD = r"""
-import json, sys
-import numpy as np
-from backends import get_backend
-from backends.tinygrad import program_cache
-from core.model.config import GPTConfig, TrainConfig
-from core.model.params import init_params
-from tinygrad.codegen import to_program_cache
-config = GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32, dropout=0.0)
-model = get_backend("tinygrad").build(config, init_params(config, seed=0), TrainConfig(batch_size=4))
-data = np.random.default_rng(0).integers(0, 64, (4, 17))
-losses = [model.train_step(data[:, :-1], data[:, 1:], 1e-3) for _ in range(3)]
-logits = model.logits(data[:, :-1])
-decoded = [model.prefill(data[:1, :4])] + [model.decode(np.array([t])) for t in (1, 2, 3)]
-print(json.dumps({"losses": [float(x).hex() for x in losses], "logits": logits.tobytes().hex(),
-                  "decoded": [d.tobytes().hex() for d in decoded],
-                  "loaded": len(program_cache.loaded), "kernels": len(to_program_cache)}))
-"""
-
-
-def _run(cachedb: Path, enabled: bool = True) -> dict:
-    env = {**os.environ, "CACHEDB": str(cachedb), "GPT_TINYGRAD_PROGRAM_CACHE": "1" if enabled else "0"}
-    proc = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
 
 def test_a_second_process_reads_every_kernel_from_disk_and_gets_the_same_bits(tmp_path):
-    first = _run(tmp_path / "cache.db")
-    second = _run(tmp_path / "cache.db")
+    first = run_tiny_model(tmp_path / "cache.db")
+    second = run_tiny_model(tmp_path / "cache.db")
     assert first["loaded"] == 0 and first["kernels"] > 0
     assert second["loaded"] == second["kernels"] == first["kernels"]
-    for what in ("losses", "logits", "decoded"):
+    for what in RESULTS:
         assert second[what] == first[what], what
 
 
