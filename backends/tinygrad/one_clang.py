@@ -35,8 +35,7 @@ import os
 import struct
 import subprocess
 
-from tinygrad.codegen import do_to_program, to_program_cache, to_program_context, to_program_key
-from tinygrad.engine import realize
+from tinygrad.codegen import do_to_program, to_program_cache, to_program_context
 from tinygrad.engine.worker import get_worker_pool
 from tinygrad.helpers import PARALLEL, Context, diskcache_get, diskcache_put
 from tinygrad.renderer.cstyle import ClangRenderer
@@ -134,28 +133,22 @@ def split(obj: bytes, function: str) -> bytes | None:
     return None if code[:4] == b"\x7fELF" else bytes(code)  # tinygrad would take it for an object to link
 
 
-def _todo(linear: UOp) -> dict[tuple, tuple[UOp, ClangRenderer]]:
-    """The kernels of `linear` that tinygrad would compile, by compile-cache key: all of them for the
-    C renderer on an x86-64 CPU, or none (another renderer, or a BEAM search, keeps tinygrad's path)."""
-    todo = {}
-    for call in linear.toposort():
-        if call.op is not Ops.CALL or (found := realize._get_call_to_compile(call)) is None:
-            continue
-        ast, renderer = found
-        if type(renderer) is not ClangRenderer or not isinstance(renderer.compiler, ClangCompiler) \
-                or renderer.compiler.arch != "x86_64" or ast.op is not Ops.SINK or getattr(ast.arg, "beam", 0):
-            return {}
-        if (key := to_program_key(ast, renderer)) not in to_program_cache:
-            todo[key] = found
-    return todo
+def _clang_only(todo: dict[tuple, tuple[UOp, ClangRenderer]]) -> bool:
+    """Whether every kernel of `todo` is for the C renderer on an x86-64 CPU, with no BEAM search
+    (anything else keeps tinygrad's path)."""
+    return all(
+        type(renderer) is ClangRenderer and isinstance(renderer.compiler, ClangCompiler)
+        and renderer.compiler.arch == "x86_64" and ast.op is Ops.SINK and not getattr(ast.arg, "beam", 0)
+        for ast, renderer in todo.values()
+    )
 
 
-def precompile(linear: UOp) -> None:
-    """Compile the kernels of `linear` that are still to compile, a few clang runs for all of them, into
-    tinygrad's in-memory cache, where its `lower_and_compile` then finds them."""
+def precompile(todo: dict[tuple, tuple[UOp, ClangRenderer]]) -> None:
+    """Compile the kernels of `todo` (compile-cache key -> (AST, renderer), as program_cache.uncompiled
+    gives them), a few clang runs for all of them, into tinygrad's in-memory cache, where its
+    `lower_and_compile` then finds them."""
     global compiled_together
-    todo = _todo(linear) if ENABLED else {}
-    if len(todo) < 2:
+    if not ENABLED or len(todo) < 2 or not _clang_only(todo):
         return
     pool = get_worker_pool()
     keys, context = list(todo), {v.key: v.value for v in to_program_context}

@@ -22,12 +22,14 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+from collections.abc import Iterable
 from importlib.metadata import version
 from pathlib import Path
 
 from tinygrad.codegen import to_program_cache, to_program_key
 from tinygrad.engine import realize
 from tinygrad.helpers import diskcache_get, diskcache_put
+from tinygrad.renderer import Renderer
 from tinygrad.uop.ops import Ops, UOp
 
 from backends.tinygrad import wide_loads
@@ -56,35 +58,36 @@ def _disk_key(key: tuple) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _keys(linear: UOp) -> list[tuple]:
-    """tinygrad's compile-cache key of each kernel in `linear` that is still to be compiled."""
-    keys = []
+def uncompiled(linear: UOp) -> dict[tuple, tuple[UOp, Renderer]]:
+    """The kernels of `linear` still to compile, as tinygrad's compile-cache key -> (kernel AST, renderer)."""
+    todo = {}
     for call in linear.toposort():
         if call.op is Ops.CALL and (found := realize._get_call_to_compile(call)) is not None:
-            keys.append(to_program_key(*found))
-    return keys
+            if (key := to_program_key(*found)) not in to_program_cache:
+                todo[key] = found
+    return todo
 
 
-def load(linear: UOp) -> list[tuple]:
-    """Put each kernel of `linear` found on disk into tinygrad's in-memory cache, where its compile then
-    finds it; returns the keys of those still to compile, for `save` once they are."""
+def load(todo: dict[tuple, tuple[UOp, Renderer]]) -> dict[tuple, tuple[UOp, Renderer]]:
+    """Put each kernel of `todo` (as `uncompiled` gives it) found on disk into tinygrad's in-memory
+    cache, where its compile then finds it; returns the rest, still to compile (all of `todo` when off)."""
     if not ENABLED:
-        return []
-    missing = []
-    for key in _keys(linear):
-        if key in to_program_cache:
-            continue
+        return todo
+    missing = {}
+    for key, found in todo.items():
         program = diskcache_get(TABLE, _disk_key(key))
         if program is None:
-            missing.append(key)
+            missing[key] = found
         else:
             to_program_cache[key] = program
             loaded.add(key)
     return missing
 
 
-def save(keys: list[tuple]) -> None:
-    """Write the compiled kernels of `keys` (as `load` returned them) to disk."""
+def save(keys: Iterable[tuple]) -> None:
+    """Write the compiled kernels of `keys` (those `load` left to compile) to disk."""
+    if not ENABLED:
+        return
     for key in keys:
         if (program := to_program_cache.get(key)) is not None:
             diskcache_put(TABLE, _disk_key(key), program)

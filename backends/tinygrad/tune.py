@@ -80,8 +80,9 @@ def _lower_and_compile(linear: UOp) -> UOp:
                 kernel = swaps[ast] if outer is ast else outer.replace(src=(swaps[ast], *outer.src[1:]))
                 calls[call] = call.replace(src=(kernel, *call.src[1:]))
     linear = linear.substitute(calls) if calls else linear
-    to_compile = program_cache.load(linear)  # kernels compiled by an earlier run are read from disk instead
-    one_clang.precompile(linear)  # the rest compiled by a few clang runs, not one a kernel
+    # Kernels compiled by an earlier run are read from disk instead; the rest by a few clang runs, not one a kernel.
+    to_compile = program_cache.load(program_cache.uncompiled(linear))
+    one_clang.precompile(to_compile)
     compiled = _compile(linear)
     program_cache.save(to_compile)
     for _, ast, renderer in kernels:  # remember which kernel each program came from, for `rank`
