@@ -1,11 +1,12 @@
 """The tinygrad backend: numpy in, numpy out, around the GPT of `model.py`.
 
-This is where arrays cross between the core and tinygrad, and where the optimizer lives: AdamW with
-two parameter groups (decay on 2-D weights only), clipping by global gradient norm, and gradient
-accumulation — the same semantics as `backends/torch/backend.py`. The training step, the forward
-pass of `logits`, prefill and the decode step each run under `TinyJit` (through `replay.Replay`, which
-on a CPU replays the captured kernels as plain C calls), so after two calls they replay captured
-kernels (set `JIT=0` to turn that off); their inputs are written into the same buffers every call.
+This is where arrays cross between the core and tinygrad, and where the training step lives: AdamW
+(`optimizer.py`) in two parameter groups (decay on 2-D weights only), clipping by global gradient
+norm, and gradient accumulation — the same semantics as `backends/torch/backend.py`. The training
+step, the forward pass of `logits`, prefill and the decode step each run under `TinyJit` (through
+`replay.Replay`, which on a CPU replays the captured kernels as plain C calls), so after two calls
+they replay captured kernels (set `JIT=0` to turn that off); their inputs are written into the same
+buffers every call.
 Python numbers that change between calls (learning rate, position) therefore enter as a realized
 Tensor or a bound symbolic Variable, never as constants frozen at capture.
 """
@@ -17,7 +18,7 @@ from importlib.metadata import version
 
 import numpy as np
 from tinygrad import Context, Tensor, Variable, dtypes
-from tinygrad.nn.optim import AdamW, OptimizerGroup
+from tinygrad.nn.optim import OptimizerGroup
 from tinygrad.nn.state import get_state_dict
 
 from backends.tinygrad import compile_workers, fusion, threads, tune, wide_loads
@@ -25,13 +26,14 @@ from backends.tinygrad.buffers import read, write
 from backends.tinygrad.device import check_compiles, select_device
 from backends.tinygrad.fusion import stored
 from backends.tinygrad.model import GPT, KVCache, submodule
+from backends.tinygrad.optimizer import load_moments, make_adamw, moments
 from backends.tinygrad.replay import Replay
 from backends.tinygrad.slots import SlotServing
 from core.convert.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
 from core.model.config import GPTConfig, TrainConfig
 from core.model.interface import IGNORE_INDEX
 from core.model.lora import LoraConfig
-from core.model.params import check_causal, decays
+from core.model.params import check_causal
 
 
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -43,15 +45,6 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     log_probs = stored(logits.float(), gradient=True).log_softmax(-1)  # the softmax is computed once per pass
     picked = log_probs.gather(-1, keep.where(targets, 0).unsqueeze(-1)).squeeze(-1)  # (N,)
     return -(picked * keep).sum() / keep.sum().maximum(1)
-
-
-def float32_power(beta: float, step: int) -> np.float32:
-    """beta**step as tinygrad's AdamW reaches it, one float32 multiplication per step. Exact resume
-    needs the same rounding: beta**step computed once in float64 differs in the last bits."""
-    value, beta32 = np.float32(1.0), np.float32(beta)
-    for _ in range(step):
-        value = np.float32(value * beta32)
-    return value
 
 
 class TinygradModel(SlotServing):
@@ -95,24 +88,7 @@ class TinygradModel(SlotServing):
 
     def _make_optimizer(self) -> OptimizerGroup:
         """AdamW over `self.named` (what trains): weight decay on matrices only, learning rate `self.lr`."""
-        train = self.train
-        decay = [t for n, t in self.named.items() if decays(n, t.shape)]
-        no_decay = [t for n, t in self.named.items() if not decays(n, t.shape)]
-        betas = dict(b1=train.beta1, b2=train.beta2, eps=train.eps)
-        groups = [
-            AdamW(params, train.lr, weight_decay=wd, **betas)
-            for params, wd in ((decay, train.weight_decay), (no_decay, 0.0))
-            if params  # (a LoRA model may train no vector at all)
-        ]
-        for group in groups:
-            group.lr = self.lr
-            # Realized now, the state is buffers from the first step on (tinygrad makes it lazy zeros and
-            # ones), so the first step's graph is the one every later step runs: tinygrad's schedule cache
-            # then serves the second call, which TinyJit captures, instead of scheduling it again (scratch,
-            # baby GPT: that call 7.2-10.0 -> 1.9 s).
-            group.m, group.v = ([t.contiguous().realize() for t in state] for state in (group.m, group.v))
-            group.b1_t, group.b2_t = (t.contiguous().realize() for t in (group.b1_t, group.b2_t))
-        return OptimizerGroup(*groups)
+        return make_adamw(self.named, self.train, self.lr)
 
     # ---- numpy <-> tinygrad
     def _tokens(self, tokens: np.ndarray, batch_axis: int | None = None) -> Tensor:
@@ -254,24 +230,11 @@ class TinygradModel(SlotServing):
         return fed
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
-        state: dict[str, np.ndarray] = {"step": np.array([self.steps_taken], dtype=np.int64)}
-        by_tensor = {id(t): n for n, t in self.named.items()}
-        for opt in self.optimizer.optimizers:
-            for t, m, v in zip(opt.params, opt.m, opt.v):
-                state[f"exp_avg.{by_tensor[id(t)]}"] = m.numpy().copy()
-                state[f"exp_avg_sq.{by_tensor[id(t)]}"] = v.numpy().copy()
-        return state
+        return {"step": np.array([self.steps_taken], dtype=np.int64), **moments(self.optimizer, self.named)}
 
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        step = self.steps_taken = int(np.asarray(state["step"]).reshape(-1)[0])
-        by_tensor = {id(t): n for n, t in self.named.items()}
-        for opt in self.optimizer.optimizers:
-            opt.b1_t.assign(Tensor(np.array([float32_power(opt.b1, step)]), device=self.device))
-            opt.b2_t.assign(Tensor(np.array([float32_power(opt.b2, step)]), device=self.device))
-            for t, m, v in zip(opt.params, opt.m, opt.v):
-                m.assign(Tensor(np.asarray(state[f"exp_avg.{by_tensor[id(t)]}"], np.float32), device=self.device))
-                v.assign(Tensor(np.asarray(state[f"exp_avg_sq.{by_tensor[id(t)]}"], np.float32), device=self.device))
-            Tensor.realize(opt.b1_t, opt.b2_t, *opt.m, *opt.v)
+        self.steps_taken = int(np.asarray(state["step"]).reshape(-1)[0])
+        load_moments(self.optimizer, self.named, state, self.steps_taken, self.device)
 
     # ---- inference with a KV cache
     def prefill(self, tokens: np.ndarray) -> np.ndarray:
