@@ -127,6 +127,14 @@ def test_killed_while_writing_leaves_a_loadable_checkpoint(tmp_path):
         assert load_checkpoint(tmp_path / "last").step >= 1
 
 
+def test_a_checkpoint_folder_named_directly_loads_between_the_two_renames_of_a_save(tmp_path):
+    """A save killed after moving the old `last` aside and before renaming the new one in leaves only
+    `last.old`: naming `last` itself still loads it, as naming the run folder does."""
+    save_checkpoint(tmp_path / "last", make(step=7))
+    os.replace(tmp_path / "last", tmp_path / "last.old")
+    assert load_checkpoint(tmp_path / "last").step == 7
+
+
 def test_meta_round_trips_and_ignores_unknown_keys(tmp_path):
     meta = CheckpointMeta(step=4, val_loss=2.5, direction="backward", run_settings={"data": "x"}, versions={"v": "1"})
     save_checkpoint(tmp_path / "c", Checkpoint(CONFIG, init_params(CONFIG), meta))

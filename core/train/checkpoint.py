@@ -154,6 +154,9 @@ def _replace_dir(new: Path, target: Path) -> None:
 def resolve_checkpoint(path: str | Path, which: str | int = "last") -> Path:
     """The checkpoint folder for a run folder (or a checkpoint folder) and `last`, `best` or a step."""
     path = Path(path)
+    survivor = path.with_name(path.name + ".old")
+    if not path.exists() and (survivor / META_FILE).exists():
+        return survivor  # a checkpoint folder named directly, its save killed between _replace_dir's two renames
     if not path.exists():
         raise FileNotFoundError(f"checkpoint path {path} does not exist: pass a run folder or a checkpoint folder")
     if (path / META_FILE).exists() or (path / MODEL_FILE).exists():
