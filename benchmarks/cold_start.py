@@ -10,8 +10,8 @@ Variants: this checkout as it is; its second run (a second process on the CACHED
 as a user's next run of the same shapes finds it), with and without program_cache.py's compiled
 kernels; the same with GPT_TINYGRAD_EARLY_POOL=0 (compile_workers.py off),
 with GPT_TINYGRAD_GEMM=0 (gemm.py's matmul options off, whose larger kernels take longer to compile),
-GPT_TINYGRAD_WIDE_LOADS=0 (wide_loads.py off) and GPT_TINYGRAD_ONE_CLANG=0 (one_clang.py off: a clang run
-a kernel);
+GPT_TINYGRAD_WIDE_LOADS=0 (wide_loads.py off), GPT_TINYGRAD_ONE_CLANG=0 (one_clang.py off: a clang run
+a kernel) and GPT_TINYGRAD_COMPILE_AHEAD=0 (compile_ahead.py off: the step's two parts compiled in turn);
 and, with `--before DIR`, another checkout of the project (e.g. `git archive COMMIT | tar -x -C DIR`).
 Writes cold-start-<config>.json and .md to benchmarks/results/ (or --out).
 """
@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", type=Path, help="another checkout of the project, timed beside this one")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each variant (default 2)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
+    parser.add_argument("--only", nargs="+", metavar="TEXT",
+                        help="time only this checkout and the variants whose names contain TEXT (e.g. AHEAD before)")
     args = parser.parse_args(argv)
     if args.before is not None and not (args.before / "backends" / "tinygrad").is_dir():
         parser.error(f"--before {args.before} is not a checkout of this project (no backends/tinygrad in it)")
@@ -119,9 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         "this checkout, GPT_TINYGRAD_GEMM=0": (ROOT, {"GPT_TINYGRAD_GEMM": "0"}, 1),
         "this checkout, GPT_TINYGRAD_WIDE_LOADS=0": (ROOT, {"GPT_TINYGRAD_WIDE_LOADS": "0"}, 1),
         "this checkout, GPT_TINYGRAD_ONE_CLANG=0": (ROOT, {"GPT_TINYGRAD_ONE_CLANG": "0"}, 1),
+        "this checkout, GPT_TINYGRAD_COMPILE_AHEAD=0": (ROOT, {"GPT_TINYGRAD_COMPILE_AHEAD": "0"}, 1),
     }
     if args.before is not None:
         variants[f"before ({args.before.name})"] = (args.before.resolve(), {}, 1)
+    if args.only:
+        chosen = [name for name in variants if name == "this checkout" or any(o in name for o in args.only)]
+        variants = {name: variants[name] for name in chosen}
     log = Progress()
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for round_ in range(args.rounds):

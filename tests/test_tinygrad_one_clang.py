@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-import platform
-import shutil
 
 import numpy as np
 import pytest
 
-from tests.tinygrad_helpers import RESULTS, run_tiny_model
+from tests.tinygrad_helpers import differing, one_clang_applies, run_tiny_model
 
 pytest.importorskip("tinygrad")
-if platform.machine().lower() not in ("x86_64", "amd64") or shutil.which("clang") is None:
+if not one_clang_applies():
     pytest.skip("one_clang.py serves tinygrad's C renderer on x86-64, with clang", allow_module_level=True)
 
 
@@ -25,8 +23,7 @@ def test_kernels_compiled_together_give_the_bits_of_kernels_compiled_alone(tmp_p
     # tinygrad's own path, finding the cut programs in its clang cache where the first run left them
     reused = run_tiny_model(tmp_path / "together.db", GPT_TINYGRAD_ONE_CLANG="0", GPT_TINYGRAD_PROGRAM_CACHE="0")
     assert together["together"] > 10 and alone["together"] == reused["together"] == reused["loaded"] == 0
-    for what in RESULTS:
-        assert together[what] == alone[what] == reused[what], what
+    assert differing(together, alone, reused) == []
 
 
 # Two functions reading constants (a vector of four floats, scalars), and one calling outside code.

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ CHILD = r"""
 import json
 import numpy as np
 from backends import get_backend
-from backends.tinygrad import one_clang, program_cache
+from backends.tinygrad import compile_ahead, one_clang, program_cache
 from core.model.config import GPTConfig, TrainConfig
 from core.model.params import init_params
 from tinygrad.codegen import to_program_cache
@@ -28,9 +30,20 @@ logits = model.logits(data[:, :-1])
 decoded = [model.prefill(data[:1, :4])] + [model.decode(np.array([t])) for t in (1, 2, 3)]
 print(json.dumps({"losses": [float(x).hex() for x in losses], "logits": logits.tobytes().hex(),
                   "decoded": [d.tobytes().hex() for d in decoded], "loaded": len(program_cache.loaded),
-                  "kernels": len(to_program_cache), "together": one_clang.compiled_together}))
+                  "kernels": len(to_program_cache), "together": one_clang.compiled_together,
+                  "ahead": compile_ahead.compiled_ahead}))
 """
 RESULTS = ("losses", "logits", "decoded")  # what must agree bit for bit between two processes
+
+
+def differing(*runs: dict) -> list[str]:
+    """Which of RESULTS are not the same bits in every one of `runs` (none: all agree)."""
+    return [what for what in RESULTS if any(run[what] != runs[0][what] for run in runs[1:])]
+
+
+def one_clang_applies() -> bool:
+    """Whether backends/tinygrad/one_clang.py compiles here: tinygrad's C renderer on x86-64, with clang."""
+    return platform.machine().lower() in ("x86_64", "amd64") and shutil.which("clang") is not None
 
 
 def run_tiny_model(cachedb: Path, **env: str) -> dict:
