@@ -2,7 +2,7 @@
 
 A first step compiles every kernel of the step (tinygrad's disk cache, CACHEDB, holds none yet), so
 it is timed in a fresh process with an empty CACHEDB of its own, once per variant per round, the
-variants taking turns (A B A B ...) so that a shared machine's load falls on each alike. Each run
+variants taking turns (A B C, then C B A, ...) so that a shared machine's load falls on each alike. Each run
 reports the step's wall time, the CPU seconds it took (the process, its compile workers and their
 clang runs: the work, whatever the load), and how many kernels it compiled.
 
@@ -10,10 +10,11 @@ Variants: this checkout as it is; its second run (a second process on the CACHED
 as a user's next run of the same shapes finds it), with and without program_cache.py's compiled
 kernels; the same with GPT_TINYGRAD_EARLY_POOL=0 (compile_workers.py off),
 with GPT_TINYGRAD_GEMM=0 (gemm.py's matmul options off, whose larger kernels take longer to compile),
-GPT_TINYGRAD_WIDE_LOADS=0 (wide_loads.py off), GPT_TINYGRAD_ONE_CLANG=0 (one_clang.py off: a clang run
-a kernel) and GPT_TINYGRAD_COMPILE_AHEAD=0 (compile_ahead.py off: the step's two parts compiled in turn);
+GPT_TINYGRAD_WIDE_LOADS=0 (wide_loads.py off) and GPT_TINYGRAD_ONE_CLANG=0 (one_clang.py off: a clang run
+a kernel);
 and, with `--before DIR`, another checkout of the project (e.g. `git archive COMMIT | tar -x -C DIR`).
-Writes cold-start-<config>.json and .md to benchmarks/results/ (or --out).
+Writes cold-start-<config>.json and .md (or --name) to benchmarks/results/ (or --out); `--only TEXT...`
+times this checkout and the variants whose names contain one of the TEXTs (more rounds in the time).
 """
 
 from __future__ import annotations
@@ -88,15 +89,18 @@ def markdown(result: dict) -> str:
         f"{result['run']['date']}, commit {result['machine']['commit']}, load average "
         f"{result['run']['load_average']}. Each run is a fresh process with an empty CACHEDB (the \"second run\" "
         "variant: the second of two processes sharing one, as a user's next run finds it); variants in "
-        "turn; medians of the rounds. CPU s counts the process, its compile workers and their clang runs. "
+        "turn, in reverse order every other round; medians of the rounds, and the fastest round (this "
+        "machine's load only ever adds time). "
+        "CPU s counts the process, its compile workers and their clang runs. "
         "Read: kernels read from disk (program_cache.py), compiled by the earlier process.\n",
-        "| variant | first step s | CPU s | kernels compiled | read | model built s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | first step s | fastest s | CPU s | kernels compiled | read | model built s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, runs in result["variants"].items():
         med = {k: statistics.median(r.get(k, 0) for r in runs) for k in runs[0]}
+        fastest = min(r["first_step_s"] for r in runs)
         lines.append(
-            f"| {name} | {med['first_step_s']:.1f} | {med['cpu_s']:.1f} | {med['kernels']:.0f} | "
+            f"| {name} | {med['first_step_s']:.1f} | {fastest:.1f} | {med['cpu_s']:.1f} | {med['kernels']:.0f} | "
             f"{med.get('read', 0):.0f} | {med['build_s']:.1f} |"
         )
     return "\n".join(lines) + "\n"
@@ -108,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", type=Path, help="another checkout of the project, timed beside this one")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each variant (default 2)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
+    parser.add_argument("--name", help="results file name, without .md/.json (default cold-start-CONFIG)")
     parser.add_argument("--only", nargs="+", metavar="TEXT",
-                        help="time only this checkout and the variants whose names contain TEXT (e.g. AHEAD before)")
+                        help="time only this checkout and the variants whose names contain TEXT (ONE_CLANG before)")
     args = parser.parse_args(argv)
     if args.before is not None and not (args.before / "backends" / "tinygrad").is_dir():
         parser.error(f"--before {args.before} is not a checkout of this project (no backends/tinygrad in it)")
@@ -121,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
         "this checkout, GPT_TINYGRAD_GEMM=0": (ROOT, {"GPT_TINYGRAD_GEMM": "0"}, 1),
         "this checkout, GPT_TINYGRAD_WIDE_LOADS=0": (ROOT, {"GPT_TINYGRAD_WIDE_LOADS": "0"}, 1),
         "this checkout, GPT_TINYGRAD_ONE_CLANG=0": (ROOT, {"GPT_TINYGRAD_ONE_CLANG": "0"}, 1),
-        "this checkout, GPT_TINYGRAD_COMPILE_AHEAD=0": (ROOT, {"GPT_TINYGRAD_COMPILE_AHEAD": "0"}, 1),
     }
     if args.before is not None:
         variants[f"before ({args.before.name})"] = (args.before.resolve(), {}, 1)
@@ -131,13 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     log = Progress()
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for round_ in range(args.rounds):
-        for name, (source, env, processes) in variants.items():
+        order = list(variants.items())
+        for name, (source, env, processes) in order if round_ % 2 == 0 else order[::-1]:  # no variant always first
             runs[name].append(first_step(source, CONFIGS[args.config], env, processes))
             log(f"round {round_ + 1}, {name}: first step {runs[name][-1]['first_step_s']:.1f} s")
     result = result_of(
         "benchmarks.cold_start", argv, log, config_name=args.config, config=CONFIGS[args.config][0], variants=runs
     )
-    write_results(args.out / f"cold-start-{args.config}", result, markdown(result))
+    write_results(args.out / (args.name or f"cold-start-{args.config}"), result, markdown(result))
     return 0
 
 

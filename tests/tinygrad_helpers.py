@@ -18,7 +18,7 @@ CHILD = r"""
 import json
 import numpy as np
 from backends import get_backend
-from backends.tinygrad import compile_ahead, one_clang, program_cache
+from backends.tinygrad import one_clang, program_cache
 from core.model.config import GPTConfig, TrainConfig
 from core.model.params import init_params
 from tinygrad.codegen import to_program_cache
@@ -30,8 +30,7 @@ logits = model.logits(data[:, :-1])
 decoded = [model.prefill(data[:1, :4])] + [model.decode(np.array([t])) for t in (1, 2, 3)]
 print(json.dumps({"losses": [float(x).hex() for x in losses], "logits": logits.tobytes().hex(),
                   "decoded": [d.tobytes().hex() for d in decoded], "loaded": len(program_cache.loaded),
-                  "kernels": len(to_program_cache), "together": one_clang.compiled_together,
-                  "ahead": compile_ahead.compiled_ahead}))
+                  "kernels": len(to_program_cache), "together": one_clang.compiled_together}))
 """
 RESULTS = ("losses", "logits", "decoded")  # what must agree bit for bit between two processes
 

@@ -21,7 +21,7 @@ from tinygrad import Context, Tensor, Variable, dtypes
 from tinygrad.nn.optim import OptimizerGroup
 from tinygrad.nn.state import get_state_dict
 
-from backends.tinygrad import compile_ahead, compile_workers, fusion, threads, tune, wide_loads
+from backends.tinygrad import compile_workers, fusion, threads, tune, wide_loads
 from backends.tinygrad.buffers import read, write
 from backends.tinygrad.device import check_compiles, select_device
 from backends.tinygrad.fusion import stored
@@ -175,18 +175,13 @@ class TinygradModel(SlotServing):
         # Gradients of what trains only (backward() would also compute them for frozen LoRA base weights).
         for p, g in zip(params, loss.gradient(*params)):
             p.grad = g.contiguous() if fusion.FAST else g
-        if not fusion.FAST:
-            return loss.realize(*self._update(params))
-        # The loss and gradients are realized first, the optimizer's update after them (both captured by the
-        # JIT). In one graph, tinygrad checked each of AdamW's ~120 assignments for a hazard by walking the
-        # whole backward graph behind it (fix_store_hazard); apart, that graph is buffers: the first step
-        # 9.5 -> 4.9 s on a warm kernel cache, 18.2 -> 15.9 s on a cold one (baby GPT, scratch), and the same
-        # kernels after it. compile_ahead.py compiles the two parts' kernels together.
-        compile_ahead.realize_in_two([loss, *[p.grad for p in params]], lambda: self._update(params))
-        return loss
-
-    def _update(self, params: list[Tensor]) -> list[Tensor]:
-        """The optimizer's step from the parameters' gradients, and the gradients' norm: what to realize."""
+        if fusion.FAST:
+            # The loss and gradients are realized first, the optimizer's update after them (both captured by
+            # the JIT). In one graph, tinygrad checked each of AdamW's ~120 assignments for a hazard by walking
+            # the whole backward graph behind it (fix_store_hazard); apart, that graph is buffers: the first
+            # step 9.5 -> 4.9 s on a warm kernel cache, 18.2 -> 15.9 s on a cold one (baby GPT, scratch), and
+            # the same kernels after it.
+            Tensor.realize(loss, *[p.grad for p in params])
         # Stored once: the clipping factor and the reported norm each read it (left lazy, each was its own
         # kernel summing every gradient again, the two largest kernels of a cold first step to compile).
         norm = sum((p.grad.float() ** 2).sum() for p in params).sqrt().contiguous()
@@ -198,7 +193,7 @@ class TinygradModel(SlotServing):
             for p in params:
                 p.grad = p.grad * scale
         self.grad_norm.assign(norm.reshape(1))
-        return [self.grad_norm, *self.optimizer.schedule_step()]
+        return loss.realize(self.grad_norm, *self.optimizer.schedule_step())
 
     def train_step(self, tokens: np.ndarray, targets: np.ndarray, lr: float) -> float:
         self._check_trainable()

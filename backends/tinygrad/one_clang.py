@@ -143,76 +143,46 @@ def _clang_only(todo: dict[tuple, tuple[UOp, ClangRenderer]]) -> bool:
     )
 
 
-class Batch:
-    """Kernels compiled together: each `add` hands its kernels' code generation to the compile pool at
-    once (round 1, while the caller goes on, e.g. scheduling the next part of a step), and `finish`
-    waits for it, then runs clang once per worker on all of them (round 2)."""
-
-    def __init__(self) -> None:
-        self.todo: dict[tuple, tuple[UOp, ClangRenderer]] = {}
-        self.rendering: list = []  # per `add`, its code generation's (index, program) as they come
-        self.pool = None
-
-    def add(self, todo: dict[tuple, tuple[UOp, ClangRenderer]]) -> None:
-        """Start the code generation of `todo` (compile-cache key -> (AST, renderer), as
-        program_cache.uncompiled gives them), leaving out kernels already in this batch."""
-        todo = {key: found for key, found in todo.items() if key not in self.todo}
-        # One kernel alone is cheaper in tinygrad's own path (no pool, no cutting).
-        if not ENABLED or len(self.todo) + len(todo) < 2 or not _clang_only(todo):
-            return
-        context, first = {v.key: v.value for v in to_program_context}, len(self.todo)
-        self.pool = get_worker_pool()
-        self.todo.update(todo)
-        tasks = [(first + i, *found, context) for i, found in enumerate(todo.values())]
-        # Round 1: code generation, kernel by kernel, each taken by whichever worker is free.
-        self.rendering.append((map if self.pool is None else self.pool.imap_unordered)(_render, tasks))
-
-    def finish(self) -> None:
-        """Wait for the code generation, compile the sources, and put every program into tinygrad's
-        in-memory cache, where its `lower_and_compile` then finds it."""
-        global compiled_together
-        if not self.todo:
-            return
-        rendered: dict[int, UOp] = {i: program for results in self.rendering for i, program in results}
-        keys = list(self.todo)
-        compiler = self.todo[keys[0]][1].compiler
-        programs, sources = {}, {}
-        for i, program in rendered.items():
-            source = next(u.arg for u in program.src if u.op is Ops.SOURCE)
-            if compiler.cachekey is not None and (lib := diskcache_get(compiler.cachekey, source)) is not None:
-                programs[i] = _with_binary(program, lib)  # clang's output for this source, kept by an earlier run
-            else:
-                sources[i] = source
-        # Round 2: one share of about equal source length per worker (clang's time grows with the source).
-        workers = 1 if self.pool is None else max(1, min(PARALLEL.value, len(sources) // 8))
-        shares: list[list[int]] = [[] for _ in range(workers)]
-        lengths = [0] * len(shares)
-        for i in sorted(sources, key=lambda i: -len(sources[i])):
-            least = lengths.index(min(lengths))
-            shares[least].append(i)
-            lengths[least] += len(sources[i])
-        shares = [share for share in shares if share]
-        tasks = [(compiler, [(rendered[i].arg.function_name, sources[i]) for i in share]) for share in shares]
-        for share, libs in zip(shares, (map if self.pool is None else self.pool.map)(_compile_together, tasks)):
-            for i, lib in zip(share, libs):
-                if lib is None:
-                    lib = compiler.compile(sources[i])  # alone, as tinygrad compiles it
-                else:
-                    compiled_together += 1
-                if compiler.cachekey is not None:  # kept as tinygrad's compile_cached keeps clang's output
-                    diskcache_put(compiler.cachekey, sources[i], lib)
-                programs[i] = _with_binary(rendered[i], lib)
-        for i, key in enumerate(keys):
-            to_program_cache[key] = programs[i]
-        self.todo, self.rendering = {}, []
-
-
 def precompile(todo: dict[tuple, tuple[UOp, ClangRenderer]]) -> None:
-    """Compile the kernels of `todo` (compile-cache key -> (AST, renderer)) in a few clang runs, into
-    tinygrad's in-memory cache."""
-    batch = Batch()
-    batch.add(todo)
-    batch.finish()
+    """Compile the kernels of `todo` (compile-cache key -> (AST, renderer), as program_cache.uncompiled
+    gives them), a few clang runs for all of them, into tinygrad's in-memory cache, where its
+    `lower_and_compile` then finds them."""
+    global compiled_together
+    if not ENABLED or len(todo) < 2 or not _clang_only(todo):
+        return
+    pool = get_worker_pool()
+    keys, context = list(todo), {v.key: v.value for v in to_program_context}
+    # Round 1: code generation, kernel by kernel, each taken by whichever worker is free.
+    tasks = ((i, *todo[key], context) for i, key in enumerate(keys))
+    rendered: dict[int, UOp] = dict((map if pool is None else pool.imap_unordered)(_render, tasks))
+    compiler = todo[keys[0]][1].compiler
+    programs, sources = {}, {}
+    for i, program in rendered.items():
+        source = next(u.arg for u in program.src if u.op is Ops.SOURCE)
+        if compiler.cachekey is not None and (lib := diskcache_get(compiler.cachekey, source)) is not None:
+            programs[i] = _with_binary(program, lib)  # clang's output for this source, kept by an earlier run
+        else:
+            sources[i] = source
+    # Round 2: one share of about equal source length per worker (clang's time grows with the source).
+    shares: list[list[int]] = [[] for _ in range(1 if pool is None else max(1, min(PARALLEL.value, len(sources) // 8)))]
+    lengths = [0] * len(shares)
+    for i in sorted(sources, key=lambda i: -len(sources[i])):
+        least = lengths.index(min(lengths))
+        shares[least].append(i)
+        lengths[least] += len(sources[i])
+    shares = [share for share in shares if share]
+    tasks2 = [(compiler, [(rendered[i].arg.function_name, sources[i]) for i in share]) for share in shares]
+    for share, libs in zip(shares, (map if pool is None else pool.map)(_compile_together, tasks2)):
+        for i, lib in zip(share, libs):
+            if lib is None:
+                lib = compiler.compile(sources[i])  # alone, as tinygrad compiles it
+            else:
+                compiled_together += 1
+            if compiler.cachekey is not None:  # kept as tinygrad's compile_cached keeps clang's output
+                diskcache_put(compiler.cachekey, sources[i], lib)
+            programs[i] = _with_binary(rendered[i], lib)
+    for i, key in enumerate(keys):
+        to_program_cache[key] = programs[i]
 
 
 def _with_binary(program: UOp, lib: bytes) -> UOp:

@@ -40,7 +40,6 @@ _compile = realize.lower_and_compile
 _seen: dict[bytes, tuple[UOp, object]] = {}  # kernel AST key -> (AST, renderer) of every kernel compiled here
 _programs: dict[UOp, bytes] = {}  # compiled PROGRAM -> its kernel's AST key
 _tuned: set[bytes] = set()  # keys of the kernels compiled with tuned options
-_optioned: dict[UOp, tuple[UOp, list]] = {}  # a linear not compiled yet -> (it with options, its kernels' ASTs)
 
 
 def _key(ast: UOp, renderer) -> dict:
@@ -52,7 +51,7 @@ def _key(ast: UOp, renderer) -> dict:
     }
 
 
-def kernels(linear: UOp):
+def _kernels(linear: UOp):
     """(call, AST, renderer) of each CALL in `linear` that still needs compiling."""
     for call in linear.toposort():
         if call.op is Ops.CALL and (found := realize._get_call_to_compile(call)) is not None:
@@ -61,46 +60,33 @@ def kernels(linear: UOp):
                 yield call, ast, renderer
 
 
-def optioned(ast: UOp, renderer) -> UOp:
-    """The kernel `ast` with its tuned options, or where none were tuned, matvec.py's or gemm.py's (as it is
-    where it has none)."""
-    _seen.setdefault(ast.key, (ast, renderer))
-    if ast.arg.opts_to_apply is not None or ast.arg.beam != 0:
-        return ast
-    opts = diskcache_get(TABLE, _key(ast, renderer)) if ENABLED else None
-    if opts is None:  # not tuned: our options for a matrix-vector or matrix-matrix product, if it is one
-        opts = matvec.opts_for(ast, renderer) or gemm.opts_for(ast, renderer)
-    else:
-        _tuned.add(ast.key)
-    return ast if opts is None else ast.replace(arg=replace(ast.arg, opts_to_apply=tuple(opts)))
-
-
-def with_options(linear: UOp) -> UOp:
-    """`linear` with each kernel `optioned`. Kept until `linear` is compiled, so that compile_ahead.py and
-    the compile hook share it."""
-    if linear in _optioned:
-        return _optioned[linear][0]
-    each, calls = [(call, ast, optioned(ast, renderer), renderer) for call, ast, renderer in kernels(linear)], {}
-    for call, ast, new, _ in each:
-        if new is not ast:  # the CALL itself is replaced: `substitute` does not look inside a CALL's kernel
-            outer = call.src[0]  # the kernel, or a wrapper holding it first (as _get_call_to_compile reads it)
-            kernel = new if outer is ast else outer.replace(src=(new, *outer.src[1:]))
-            calls[call] = call.replace(src=(kernel, *call.src[1:]))
-    _optioned[linear] = (linear.substitute(calls) if calls else linear, [k[1:] for k in each])
-    return _optioned[linear][0]
-
-
 def _lower_and_compile(linear: UOp) -> UOp:
-    """tinygrad's lower_and_compile, with our options (`with_options`), and kernels an earlier run compiled
-    read from disk (program_cache.py) instead of compiled again."""
-    linear_with_options = with_options(linear)
+    """tinygrad's lower_and_compile, with tuned options put into each kernel that has them (where none
+    were tuned, matvec.py's or gemm.py's), and kernels an earlier run compiled read from disk
+    (program_cache.py) instead of compiled again."""
+    kernels, swaps, calls = list(_kernels(linear)), {}, {}
+    for call, ast, renderer in kernels:
+        _seen.setdefault(ast.key, (ast, renderer))
+        if ast.arg.opts_to_apply is None and ast.arg.beam == 0:
+            opts = diskcache_get(TABLE, _key(ast, renderer)) if ENABLED else None
+            if opts is None:  # not tuned: our options for a matrix-vector or matrix-matrix product, if it is one
+                opts = matvec.opts_for(ast, renderer) or gemm.opts_for(ast, renderer)
+            else:
+                _tuned.add(ast.key)
+            if opts is not None:
+                swaps[ast] = ast.replace(arg=replace(ast.arg, opts_to_apply=tuple(opts)))
+                # The CALL itself is replaced: `substitute` does not look inside a CALL's kernel.
+                outer = call.src[0]  # the kernel, or a wrapper holding it first (as _get_call_to_compile reads it)
+                kernel = swaps[ast] if outer is ast else outer.replace(src=(swaps[ast], *outer.src[1:]))
+                calls[call] = call.replace(src=(kernel, *call.src[1:]))
+    linear = linear.substitute(calls) if calls else linear
     # Kernels compiled by an earlier run are read from disk instead; the rest by a few clang runs, not one a kernel.
-    to_compile = program_cache.load(program_cache.uncompiled(linear_with_options))
+    to_compile = program_cache.load(program_cache.uncompiled(linear))
     one_clang.precompile(to_compile)
-    compiled = _compile(linear_with_options)
+    compiled = _compile(linear)
     program_cache.save(to_compile)
-    for ast, compiled_ast, renderer in _optioned.pop(linear)[1]:  # which kernel each program came from, for `rank`
-        program = to_program_cache.get(to_program_key(compiled_ast, renderer))
+    for _, ast, renderer in kernels:  # remember which kernel each program came from, for `rank`
+        program = to_program_cache.get(to_program_key(swaps.get(ast, ast), renderer))
         if program is not None:
             _programs[program] = ast.key
     return compiled
