@@ -140,9 +140,14 @@ def apply_umask_modes(*paths: str | Path) -> None:
                 p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
 
 
+def _survivor(folder: Path) -> Path:
+    """Where `_replace_dir` keeps the old `folder` while the new one is renamed in."""
+    return folder.with_name(folder.name + ".old")
+
+
 def _replace_dir(new: Path, target: Path) -> None:
     """Move folder `new` to `target`; the old `target` survives as `.old` until the new one is on disk."""
-    old = target.with_name(target.name + ".old")
+    old = _survivor(target)
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
@@ -154,16 +159,15 @@ def _replace_dir(new: Path, target: Path) -> None:
 def resolve_checkpoint(path: str | Path, which: str | int = "last") -> Path:
     """The checkpoint folder for a run folder (or a checkpoint folder) and `last`, `best` or a step."""
     path = Path(path)
-    survivor = path.with_name(path.name + ".old")
-    if not path.exists() and (survivor / META_FILE).exists():
-        return survivor  # a checkpoint folder named directly, its save killed between _replace_dir's two renames
+    if not path.exists() and (_survivor(path) / META_FILE).exists():
+        return _survivor(path)  # a checkpoint folder named directly, its save killed between the two renames
     if not path.exists():
         raise FileNotFoundError(f"checkpoint path {path} does not exist: pass a run folder or a checkpoint folder")
     if (path / META_FILE).exists() or (path / MODEL_FILE).exists():
         return path
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     name = f"step-{int(which):06d}" if str(which).isdigit() else str(which)
-    for candidate in (root / name, root / f"{name}.old"):  # `.old` survives a crash between two renames
+    for candidate in (root / name, _survivor(root / name)):  # `.old` survives a crash between two renames
         if (candidate / META_FILE).exists():
             return candidate
     available = ", ".join(c["name"] for c in list_checkpoints(path)) or "none"
