@@ -18,7 +18,6 @@ from importlib.metadata import version
 
 import numpy as np
 from tinygrad import Context, Tensor, Variable, dtypes
-from tinygrad.nn.optim import OptimizerGroup
 from tinygrad.nn.state import get_state_dict
 
 from backends.tinygrad import compile_workers, fusion, threads, tune, wide_loads
@@ -26,7 +25,7 @@ from backends.tinygrad.buffers import read, write
 from backends.tinygrad.device import check_compiles, select_device
 from backends.tinygrad.fusion import stored
 from backends.tinygrad.model import GPT, KVCache, submodule
-from backends.tinygrad.optimizer import load_moments, make_adamw, moments
+from backends.tinygrad.optimizer import AdamW
 from backends.tinygrad.replay import Replay
 from backends.tinygrad.slots import SlotServing
 from core.convert.quantize import INT8, SCALE, check_model_params, dequantize_params, quantized_modules
@@ -73,22 +72,18 @@ class TinygradModel(SlotServing):
             self.named = {n: t for n, t in state.items() if not n.endswith((INT8, SCALE))}
             self.int8_tensors = {n: t for n, t in state.items() if n.endswith((INT8, SCALE))}
         self.load_params(params)
-        # One learning-rate Tensor shared by both groups, updated in place before each step.
-        self.lr = Tensor([train.lr], device=device).contiguous().realize()
         self.optimizer = self._make_optimizer()
         # The last step's global gradient norm before clipping, written by the jitted step.
         self.grad_norm = Tensor([0.0], device=device).contiguous().realize()
         self._step_jit = Replay(self._step, device)
         self._batch: dict[tuple, tuple[Tensor, Tensor]] = {}  # batch shape -> the step's input buffers, reused
-        # tinygrad's AdamW keeps beta**step in float32, not the step count (which checkpoints need).
-        self.steps_taken = 0
         self._announced: set[str] = set()
         self._forwards: dict[tuple, tuple[Tensor, Replay]] = {}  # input shape -> its buffer and jitted forward pass
         self.cache: KVCache | None = None
 
-    def _make_optimizer(self) -> OptimizerGroup:
-        """AdamW over `self.named` (what trains): weight decay on matrices only, learning rate `self.lr`."""
-        return make_adamw(self.named, self.train, self.lr)
+    def _make_optimizer(self) -> AdamW:
+        """AdamW over `self.named` (what trains): weight decay on matrices only."""
+        return AdamW(self.named, self.train)
 
     # ---- numpy <-> tinygrad
     def _tokens(self, tokens: np.ndarray, batch_axis: int | None = None) -> Tensor:
@@ -200,10 +195,10 @@ class TinygradModel(SlotServing):
         tokens, targets = np.asarray(tokens), np.asarray(targets)
         if tokens.ndim == 2:  # a single micro-batch
             tokens, targets = tokens[None], targets[None]
-        write(self.lr, np.array([lr], dtype=np.float32))
-        loss = self._step_jit(*self._batch_inputs(tokens, targets)).item()
+        inputs = self._batch_inputs(tokens, targets)
+        self.optimizer.prepare(lr)  # the step's learning rate and bias corrections, written in place
+        loss = self._step_jit(*inputs).item()
         self._announce("training")
-        self.steps_taken += 1
         return loss
 
     def last_grad_norm(self) -> float:
@@ -230,11 +225,10 @@ class TinygradModel(SlotServing):
         return fed
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
-        return {"step": np.array([self.steps_taken], dtype=np.int64), **moments(self.optimizer, self.named)}
+        return {"step": np.array([self.optimizer.step], dtype=np.int64), **self.optimizer.state()}
 
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        self.steps_taken = int(np.asarray(state["step"]).reshape(-1)[0])
-        load_moments(self.optimizer, self.named, state, self.steps_taken, self.device)
+        self.optimizer.load_state(state, step=int(np.asarray(state["step"]).reshape(-1)[0]))
 
     # ---- inference with a KV cache
     def prefill(self, tokens: np.ndarray) -> np.ndarray:
