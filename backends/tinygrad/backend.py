@@ -81,9 +81,17 @@ class TinygradModel(SlotServing):
         self._forwards: dict[tuple, tuple[Tensor, Replay]] = {}  # input shape -> its buffer and jitted forward pass
         self.cache: KVCache | None = None
 
-    def _make_optimizer(self) -> AdamW:
-        """AdamW over `self.named` (what trains): weight decay on matrices only."""
-        return AdamW(self.named, self.train)
+    def _make_optimizer(self) -> AdamW | None:
+        """AdamW over `self.named` (what trains), the model holding its parameters from here on (on one
+        device, views of the optimizer's flat buffers); None for a model that cannot train."""
+        if not self._trainable():
+            return None
+        optimizer = AdamW(self.named, self.train)
+        for name, param in optimizer.params.items():
+            module, attr = name.rsplit(".", 1)
+            setattr(submodule(self.net, module), attr, param)
+        self.named = {n: optimizer.params[n] for n in self.named}
+        return optimizer
 
     # ---- numpy <-> tinygrad
     def _tokens(self, tokens: np.ndarray, batch_axis: int | None = None) -> Tensor:
@@ -113,6 +121,9 @@ class TinygradModel(SlotServing):
             dtype = np.int8 if name.endswith(INT8) else np.float32
             t.assign(Tensor(np.asarray(params[name], dtype=dtype), device=self.device).cast(t.dtype))
         Tensor.realize(*self.named.values(), *self.int8_tensors.values())
+
+    def _trainable(self) -> bool:
+        return self.compute_dtype == dtypes.float32 and not self.int8
 
     def _check_trainable(self) -> None:
         if self.compute_dtype != dtypes.float32:
@@ -166,29 +177,27 @@ class TinygradModel(SlotServing):
         # backward pass: the same gradient as torch's A separate backward calls.
         A = tokens.shape[0]
         loss = sum(self._loss(tokens[a], targets[a]) for a in range(A)) / A
-        params = list(self.named.values())
-        # Gradients of what trains only (backward() would also compute them for frozen LoRA base weights).
-        for p, g in zip(params, loss.gradient(*params)):
-            p.grad = g.contiguous() if fusion.FAST else g
-        if fusion.FAST:
-            # The loss and gradients are realized first, the optimizer's update after them (both captured by
-            # the JIT). In one graph, tinygrad checked each of AdamW's ~120 assignments for a hazard by walking
-            # the whole backward graph behind it (fix_store_hazard); apart, that graph is buffers: the first
-            # step 9.5 -> 4.9 s on a warm kernel cache, 18.2 -> 15.9 s on a cold one (baby GPT, scratch), and
-            # the same kernels after it.
-            Tensor.realize(loss, *[p.grad for p in params])
-        # Stored once: the clipping factor and the reported norm each read it (left lazy, each was its own
-        # kernel summing every gradient again, the two largest kernels of a cold first step to compile).
-        norm = sum((p.grad.float() ** 2).sum() for p in params).sqrt().contiguous()
+        # Gradients of what trains only (backward() would also compute them for frozen LoRA base weights),
+        # each stored where the optimizer reads it.
+        grads = self.optimizer.grads
+        for name, g in zip(self.named, loss.gradient(*self.named.values())):
+            grads[name].assign(g)
+        # The loss and gradients are realized first, the optimizer's update after them (both captured by the
+        # JIT). The update reads the gradients through the flat buffers they are views of, which tinygrad does
+        # not see as the same memory, so this order is needed, not only fast: in one graph, tinygrad also
+        # checked each of the update's assignments for a hazard by walking the whole backward graph behind
+        # it (fix_store_hazard): the first step 9.5 -> 4.9 s on a warm kernel cache, 18.2 -> 15.9 s on a cold
+        # one (baby GPT, scratch, with tinygrad's AdamW).
+        Tensor.realize(loss, *grads.values())
+        # Stored once: the clipping factor and the reported norm each read it.
+        norm = sum((g ** 2).sum() for g in self.optimizer.grad_buffers()).sqrt().contiguous()
+        scale = None
         if self.train.grad_clip > 0:
-            # One kernel computes the factor and every update reads it: left lazy, the global norm was fused
-            # into each parameter's update kernel, recomputed there and compiled again for each shape (the
-            # biggest share of a cold first step's compile time).
+            # One kernel computes the factor and each update reads it: left lazy, the global norm was fused
+            # into each update kernel and recomputed there.
             scale = (self.train.grad_clip / (norm + 1e-6)).minimum(1.0).contiguous()  # as torch's clip_grad_norm_
-            for p in params:
-                p.grad = p.grad * scale
         self.grad_norm.assign(norm.reshape(1))
-        return loss.realize(self.grad_norm, *self.optimizer.schedule_step())
+        return loss.realize(self.grad_norm, *self.optimizer.schedule_step(scale))
 
     def train_step(self, tokens: np.ndarray, targets: np.ndarray, lr: float) -> float:
         self._check_trainable()
@@ -225,9 +234,11 @@ class TinygradModel(SlotServing):
         return fed
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
+        self._check_trainable()
         return {"step": np.array([self.optimizer.step], dtype=np.int64), **self.optimizer.state()}
 
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        self._check_trainable()
         self.optimizer.load_state(state, step=int(np.asarray(state["step"]).reshape(-1)[0]))
 
     # ---- inference with a KV cache

@@ -1,4 +1,5 @@
-"""Host values into and out of realized tinygrad buffers, without a new Tensor per call.
+"""Host values into and out of realized tinygrad buffers, without a new Tensor per call; and Tensors
+that share one buffer's memory.
 
 Jitted steps read their inputs from buffers that stay the same between calls, so the inputs are
 overwritten in place; on the CPU device both directions go straight through the buffer's memory.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 from tinygrad import Tensor, dtypes
+from tinygrad.helpers import prod
+from tinygrad.uop.ops import UOp
 
 
 def write(t: Tensor, values: np.ndarray) -> None:
@@ -30,3 +33,20 @@ def read(t: Tensor) -> np.ndarray:
 
 def _on_cpu(t: Tensor) -> bool:
     return isinstance(t.device, str) and t.device.split(":")[0] == "CPU"
+
+
+def views_of(flat: Tensor, shapes: list[tuple[int, ...]]) -> list[Tensor]:
+    """Tensors of `shapes` over consecutive parts of realized 1-D `flat` (one device), sharing its memory.
+
+    Each is a buffer of its own to tinygrad (tinygrad's Buffer.view: the same memory at an offset), so
+    a kernel reading or writing one is the same kernel wherever it lies. A slice of `flat` would do the
+    same arithmetic, but tinygrad writes a slice's offset into the kernel: every layer's kernels would
+    then be compiled again. tinygrad does not see that they alias `flat`: realize what writes one
+    before what reads the other."""
+    base, views, start = flat.uop.buffer, [], 0
+    for shape in shapes:
+        size = prod(shape)
+        part = base.view(size, flat.dtype, start * flat.dtype.itemsize)
+        views.append(Tensor(UOp.from_buffer(part, flat.device)).reshape(shape))
+        start += size
+    return views

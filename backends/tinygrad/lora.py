@@ -54,6 +54,8 @@ class LoraTinygradModel(TinygradModel):
         self.lora = lora
         self.load_adapters(adapters)
         self.optimizer = self._make_optimizer()  # AdamW over the adapters only (before the step is captured)
+        # The biases/norms that train are the optimizer's Tensors now: the base's names point at them too.
+        self.base = {n: self.named.get(n, t) for n, t in self.base.items()}
 
     def adapters(self) -> dict[str, np.ndarray]:
         """What trains (adapters, and biases/norms if asked) as float32 numpy, by name."""

@@ -1,16 +1,20 @@
-"""AdamW as the tinygrad backend runs it: two kernels per parameter, each updating its buffer in place.
+"""AdamW as the tinygrad backend runs it: every parameter updated by four kernels in all, in place.
 
 The arithmetic is tinygrad's own AdamW (`tinygrad.nn.optim.AdamW`, to the bit:
 tests/test_tinygrad_optimizer.py) and torch's: decoupled weight decay, on matrices only (core's `decays`),
 bias correction by 1 - beta**step, eps added to the corrected root. What differs is how the state is
-held, so that each parameter's step is two kernels instead of tinygrad's four:
+held. tinygrad's AdamW takes four kernels per parameter (two moments, the update into a temporary
+buffer, a copy back), each compiled again for each parameter shape: a fifth of a cold first step's
+kernels. Here:
 
-- the two moments of a parameter share one buffer, (2, *shape): one kernel updates both in place;
+- on one device the parameters that decay, and those that do not, each live in one flat buffer, and
+  so do their gradients: the model's parameters are views of that memory (`buffers.views_of`), the
+  backward pass stores each gradient straight into its place, and one kernel per buffer updates all
+  of them. On several devices each parameter is its own part, as tinygrad's AdamW has it;
+- a part's two moments share one buffer, (2, n): one kernel updates both in place;
 - the learning rate and beta1**step, beta2**step share one (3,) buffer written from the host before
-  each step, so the parameter's update reads three buffers (itself, its moments, the scalars) and
-  tinygrad writes it in place. Reading four or more, as tinygrad's AdamW does (its lr, b1_t, b2_t,
-  m and v), tinygrad keeps the new value in a temporary buffer and copies it over: two more kernels
-  per parameter to schedule, compile and run.
+  each step, so the update reads three buffers (the values, the moments, the scalars), which tinygrad
+  writes in place; from four up it keeps the new values in a temporary buffer and copies them over.
 
 The state crosses to numpy as `exp_avg.<name>` / `exp_avg_sq.<name>` (torch's names), so a checkpoint
 resumes in either backend. beta**step is kept as tinygrad's AdamW keeps it, one float32
@@ -20,9 +24,9 @@ multiplication per step, so resuming after `step` steps recomputes it with the s
 from __future__ import annotations
 
 import numpy as np
-from tinygrad import Tensor, dtypes
+from tinygrad import Tensor
 
-from backends.tinygrad.buffers import read, write
+from backends.tinygrad.buffers import read, views_of, write
 from core.model.config import TrainConfig
 from core.model.params import decays
 
@@ -36,24 +40,63 @@ def float32_power(beta: float, step: int) -> np.float32:
     return value
 
 
+class Part:
+    """Parameters updated together, with one weight decay: their values, gradients and moments, one
+    buffer each. `params` and `grads` give each parameter's own Tensor (views of the buffers when the
+    part holds several)."""
+
+    def __init__(self, named: dict[str, Tensor], weight_decay: float) -> None:
+        self.weight_decay, self.shapes = weight_decay, {n: t.shape for n, t in named.items()}
+        first = next(iter(named.values()))
+        if len(named) == 1:
+            self.values = first
+            self.grad = Tensor.zeros_like(first).contiguous().realize()
+            self.params, self.grads = dict(named), {n: self.grad for n in named}
+        else:
+            flat = np.concatenate([read(t).reshape(-1) for t in named.values()])
+            self.values = Tensor(flat, device=first.device).contiguous().realize()
+            self.grad = Tensor.zeros(*flat.shape, device=first.device).contiguous().realize()
+            shapes = list(self.shapes.values())
+            self.params = dict(zip(named, views_of(self.values, shapes)))
+            self.grads = dict(zip(named, views_of(self.grad, shapes)))
+        # m at [0], v at [1]. Realized now, like every buffer here, so the first step's graph is the one every
+        # later step runs: tinygrad's schedule cache then serves the second call, which the JIT captures,
+        # instead of scheduling it again (scratch, baby GPT: that call 7.2-10.0 -> 1.9 s).
+        self.moments = Tensor.zeros(2, *self.values.shape, device=first.device).contiguous().realize()
+
+    def moments_of(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each parameter's (m, v) as numpy arrays."""
+        both = read(self.moments).reshape(2, -1)
+        out, start = {}, 0
+        for name, shape in self.shapes.items():
+            size = int(np.prod(shape))
+            out[name] = tuple(both[i, start:start + size].reshape(shape) for i in (0, 1))
+            start += size
+        return out
+
+
 class AdamW:
     """AdamW over `named` (what trains, by spec name): weight decay on matrices only.
 
-    Before each step, `prepare(lr)` writes the step's learning rate and bias corrections; in the step,
-    `schedule_step()` returns the updated moments and parameters (from each parameter's `.grad`) to
-    realize with the loss."""
+    The model must hold `params` in place of the Tensors it passed in (on one device they are views of
+    the optimizer's buffers) and store each gradient into `grads[name]`, realized before the update
+    (which reads the buffers behind them). Before each step, `prepare(lr)` writes the step's learning rate
+    and bias corrections; `schedule_step(scale)` returns the updated moments and parameters to realize."""
 
     def __init__(self, named: dict[str, Tensor], train: TrainConfig) -> None:
-        self.named, self.train = named, train
+        self.train = train
         self.step = 0  # steps taken, which fixes beta**step
         self.powers = (np.float32(1.0), np.float32(1.0))  # beta1**step, beta2**step in float32
         device = next(iter(named.values())).device
-        # [lr, beta1**step, beta2**step]. Realized now, like the moments, so the first step's graph is the
-        # one every later step runs: tinygrad's schedule cache then serves the second call, which the JIT
-        # captures, instead of scheduling it again (scratch, baby GPT: that call 7.2-10.0 -> 1.9 s).
-        self.scalars = Tensor.zeros(3, device=device).contiguous().realize()
-        # (2, *shape): the first moment (m) at [0], the second (v) at [1].
-        self.moments = {n: Tensor.zeros(2, *t.shape, device=device).contiguous().realize() for n, t in named.items()}
+        self.scalars = Tensor.zeros(3, device=device).contiguous().realize()  # [lr, beta1**step, beta2**step]
+        decayed = {n: t for n, t in named.items() if decays(n, t.shape)}
+        rest = {n: t for n, t in named.items() if n not in decayed}
+        groups = [(decayed, train.weight_decay), (rest, 0.0)]
+        if isinstance(device, tuple):  # several devices: a part per parameter (views of a buffer are one device's)
+            groups = [({n: t}, wd) for group, wd in groups for n, t in group.items()]
+        self.parts = [Part(group, wd) for group, wd in groups if group]  # (a LoRA model may train no vector)
+        self.params = {n: p for part in self.parts for n, p in part.params.items()}
+        self.grads = {n: g for part in self.parts for n, g in part.grads.items()}
 
     def prepare(self, lr: float) -> None:
         """Write the coming step's learning rate and beta**(step + 1) into the scalars buffer."""
@@ -62,34 +105,39 @@ class AdamW:
         self.step += 1
         write(self.scalars, np.array([lr, b1, b2], dtype=np.float32))
 
-    def schedule_step(self) -> list[Tensor]:
-        """The moments and parameters after this step, as lazy assignments (one kernel each)."""
+    def grad_buffers(self) -> list[Tensor]:
+        """The buffers that hold every gradient (what a global norm sums over)."""
+        return [part.grad for part in self.parts]
+
+    def schedule_step(self, scale: Tensor | None = None) -> list[Tensor]:
+        """The moments and parameters after this step, the gradients times `scale` (a clipping factor) if
+        given, as lazy assignments: two kernels a part."""
         b1, b2, eps = self.train.beta1, self.train.beta2, self.train.eps
         lr, b1_t, b2_t = self.scalars[0:1], self.scalars[1:2], self.scalars[2:3]
         updated = []
-        for name, t in self.named.items():
-            g, mv = t.grad, self.moments[name]
-            # (shape), (shape) -> (2, *shape), one kernel: the same float expressions as tinygrad's AdamW.
+        for part in self.parts:
+            g, mv, p = part.grad if scale is None else part.grad * scale, part.moments, part.values
+            # (n), (n) -> (2, n), one kernel: the same float expressions as tinygrad's AdamW.
             mv.assign(Tensor.stack(b1 * mv[0] + (1.0 - b1) * g, b2 * mv[1] + (1.0 - b2) * (g * g)))
             m_hat, v_hat = mv[0] / (1.0 - b1_t), mv[1] / (1.0 - b2_t)
-            wd = self.train.weight_decay if decays(name, t.shape) else 0.0
-            t.assign(t.detach() - lr * (m_hat / (v_hat.sqrt() + eps) + wd * t.detach()))
-            updated += [mv, t]
+            p.assign(p.detach() - lr * (m_hat / (v_hat.sqrt() + eps) + part.weight_decay * p.detach()))
+            updated += [mv, p]
         return updated
 
     def state(self) -> dict[str, np.ndarray]:
         """The first and second moments of each parameter, as numpy arrays under torch's state names."""
         state: dict[str, np.ndarray] = {}
-        for name, mv in self.moments.items():
-            m, v = read(mv)
-            state[f"exp_avg.{name}"], state[f"exp_avg_sq.{name}"] = m.copy(), v.copy()
+        for part in self.parts:
+            for name, (m, v) in part.moments_of().items():
+                state[f"exp_avg.{name}"], state[f"exp_avg_sq.{name}"] = m.copy(), v.copy()
         return state
 
     def load_state(self, state: dict[str, np.ndarray], step: int) -> None:
         """Write `state()`'s arrays back, and beta**step for `step` steps taken."""
         self.step = step
         self.powers = (float32_power(self.train.beta1, step), float32_power(self.train.beta2, step))
-        for name, mv in self.moments.items():
-            pair = np.stack([state[f"exp_avg.{name}"], state[f"exp_avg_sq.{name}"]]).astype(np.float32)
-            mv.assign(Tensor(pair.reshape(mv.shape), device=mv.device, dtype=dtypes.float32))
-        Tensor.realize(*self.moments.values())
+        for part in self.parts:
+            pair = [np.concatenate([np.asarray(state[f"{kind}.{n}"], np.float32).reshape(-1) for n in part.shapes])
+                    for kind in ("exp_avg", "exp_avg_sq")]
+            part.moments.assign(Tensor(np.stack(pair).reshape(part.moments.shape), device=part.moments.device))
+        Tensor.realize(*[part.moments for part in self.parts])
