@@ -12,6 +12,8 @@ from tinygrad import Tensor, dtypes
 from tinygrad.helpers import prod
 from tinygrad.uop.ops import UOp
 
+ALIGN = 16  # elements: a 64-byte cache line of float32
+
 
 def write(t: Tensor, values: np.ndarray) -> None:
     """Overwrite realized `t` with host values of its shape and dtype. On the CPU device the bytes are
@@ -35,18 +37,28 @@ def _on_cpu(t: Tensor) -> bool:
     return isinstance(t.device, str) and t.device.split(":")[0] == "CPU"
 
 
+def aligned_starts(shapes: list[tuple[int, ...]], align: int = ALIGN) -> tuple[list[int], int]:
+    """Where each of `shapes` starts in one flat buffer, every start a multiple of `align` elements, and
+    the buffer's size: tinygrad's C kernels load 4 floats at once as 16-byte-aligned vectors, which fault
+    at an address that is not."""
+    starts, end = [], 0
+    for shape in shapes:
+        starts.append(end)
+        end += -(-prod(shape) // align) * align
+    return starts, end
+
+
 def views_of(flat: Tensor, shapes: list[tuple[int, ...]]) -> list[Tensor]:
-    """Tensors of `shapes` over consecutive parts of realized 1-D `flat` (one device), sharing its memory.
+    """Tensors of `shapes` over realized 1-D `flat` (one device) at `aligned_starts`, sharing its memory.
 
     Each is a buffer of its own to tinygrad (tinygrad's Buffer.view: the same memory at an offset), so
     a kernel reading or writing one is the same kernel wherever it lies. A slice of `flat` would do the
     same arithmetic, but tinygrad writes a slice's offset into the kernel: every layer's kernels would
     then be compiled again. tinygrad does not see that they alias `flat`: realize what writes one
     before what reads the other."""
-    base, views, start = flat.uop.buffer, [], 0
-    for shape in shapes:
-        size = prod(shape)
-        part = base.view(size, flat.dtype, start * flat.dtype.itemsize)
+    base = flat.uop.buffer
+    views = []
+    for shape, start in zip(shapes, aligned_starts(shapes)[0]):
+        part = base.view(prod(shape), flat.dtype, start * flat.dtype.itemsize)
         views.append(Tensor(UOp.from_buffer(part, flat.device)).reshape(shape))
-        start += size
     return views

@@ -84,7 +84,10 @@ class Embedding:
         # (Single device only: with weights replicated over several devices the scatter-add gave wrong
         # gradients here, caught by tests/test_multidevice.py.)
         single = isinstance(self.weight.device, str)
-        if fusion.FAST and TRAINING and single and _device_type(self.weight.device) in ("CPU", "AMD"):
+        # One index is left to plain indexing: tinygrad 0.14 fails to schedule the scatter-add's gradient
+        # for a constant index (the position 0 of a one-token block), and one row's one-hot sum is cheap.
+        one = idx.numel() == 1
+        if fusion.FAST and TRAINING and single and not one and _device_type(self.weight.device) in ("CPU", "AMD"):
             # Plain indexing backpropagates through a one-hot sum over the whole vocabulary (tokens x n x
             # n_embd); nn.Embedding with USE_ATOMICS scatter-adds the gradient rows instead (CPU, AMD only).
             with Context(USE_ATOMICS=1):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from tinygrad import Tensor
 
-from backends.tinygrad.buffers import read, views_of, write
+from backends.tinygrad.buffers import aligned_starts, read, views_of, write
 from core.model.config import TrainConfig
 from core.model.params import decays
 
@@ -53,10 +53,13 @@ class Part:
             self.grad = Tensor.zeros_like(first).contiguous().realize()
             self.params, self.grads = dict(named), {n: self.grad for n in named}
         else:
-            flat = np.concatenate([read(t).reshape(-1) for t in named.values()])
-            self.values = Tensor(flat, device=first.device).contiguous().realize()
-            self.grad = Tensor.zeros(*flat.shape, device=first.device).contiguous().realize()
             shapes = list(self.shapes.values())
+            starts, size = aligned_starts(shapes)
+            flat = np.zeros(size, np.float32)  # zeros between parameters stay zero: their gradient is zero
+            for start, t in zip(starts, named.values()):
+                flat[start:start + t.numel()] = read(t).reshape(-1)
+            self.values = Tensor(flat, device=first.device).contiguous().realize()
+            self.grad = Tensor.zeros(size, device=first.device).contiguous().realize()
             self.params = dict(zip(named, views_of(self.values, shapes)))
             self.grads = dict(zip(named, views_of(self.grad, shapes)))
         # m at [0], v at [1]. Realized now, like every buffer here, so the first step's graph is the one every
@@ -64,15 +67,17 @@ class Part:
         # instead of scheduling it again (scratch, baby GPT: that call 7.2-10.0 -> 1.9 s).
         self.moments = Tensor.zeros(2, *self.values.shape, device=first.device).contiguous().realize()
 
+    def starts(self) -> list[int]:
+        """Where each parameter starts in the part's buffers."""
+        return aligned_starts(list(self.shapes.values()))[0] if len(self.shapes) > 1 else [0]
+
     def moments_of(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Each parameter's (m, v) as numpy arrays."""
         both = read(self.moments).reshape(2, -1)
-        out, start = {}, 0
-        for name, shape in self.shapes.items():
-            size = int(np.prod(shape))
-            out[name] = tuple(both[i, start:start + size].reshape(shape) for i in (0, 1))
-            start += size
-        return out
+        return {
+            name: tuple(both[i, start:start + int(np.prod(shape))].reshape(shape) for i in (0, 1))
+            for (name, shape), start in zip(self.shapes.items(), self.starts())
+        }
 
 
 class AdamW:
@@ -137,7 +142,9 @@ class AdamW:
         self.step = step
         self.powers = (float32_power(self.train.beta1, step), float32_power(self.train.beta2, step))
         for part in self.parts:
-            pair = [np.concatenate([np.asarray(state[f"{kind}.{n}"], np.float32).reshape(-1) for n in part.shapes])
-                    for kind in ("exp_avg", "exp_avg_sq")]
-            part.moments.assign(Tensor(np.stack(pair).reshape(part.moments.shape), device=part.moments.device))
+            both = np.zeros((2, part.moments.numel() // 2), np.float32)
+            for (name, shape), start in zip(part.shapes.items(), part.starts()):
+                for i, kind in enumerate(("exp_avg", "exp_avg_sq")):
+                    both[i, start:start + int(np.prod(shape))] = np.asarray(state[f"{kind}.{name}"]).reshape(-1)
+            part.moments.assign(Tensor(both.reshape(part.moments.shape), device=part.moments.device))
         Tensor.realize(*[part.moments for part in self.parts])
