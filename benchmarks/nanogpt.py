@@ -8,6 +8,10 @@ settings, once per backend, one after another on the same text, and records each
 (process start to exit, data preparation and compiling included) and final validation loss.
 tinygrad runs twice, on a kernel cache (CACHEDB) of its own that is empty before the first run: the
 first compiles every kernel, the second reads them from disk as a user's next run does.
+With --rounds N the whole sequence runs N times, nanoGPT first in one round and last in the next
+(tinygrad's two runs stay together, on a new empty cache each round), and the report gives each run's
+median and its wall time over nanoGPT's in the same round: on a shared machine whose load drifts, a
+single sequence puts the drift on whichever run comes last.
 
 The text: --text FILE (default: the first --mb MB of the Python standard library's source, which
 our default corpus also reads). nanoGPT's `data/shakespeare_char/prepare.py` imports `requests`
@@ -89,8 +93,9 @@ def timed(command: list[str], cwd: Path, log_file: Path, env: dict[str, str] | N
     }
 
 
-def run(nanogpt: Path, text: str, backends: list[str], work: Path, log) -> dict:
-    """Run nanoGPT from a copy of its code in `work` (its checkout stays untouched), then ours."""
+def run(nanogpt: Path, text: str, backends: list[str], work: Path, log, rounds: int = 1) -> dict:
+    """Run nanoGPT from a copy of its code in `work` (its checkout stays untouched) and ours, `rounds`
+    times, in reverse order every other round; each run's results, a list with one entry a round."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "input.txt").write_text(text)
     copy = work / "nanogpt"
@@ -106,13 +111,11 @@ def run(nanogpt: Path, text: str, backends: list[str], work: Path, log) -> dict:
         "--dataset=bench_char",
         "--device=cpu",
         "--compile=False",
-        f"--out_dir={work / 'nanogpt-out'}",
         "--always_save_checkpoint=False",
         *flags,
     ]
-    results = {}
-    log("nanoGPT")
-    results["nanogpt"] = timed(nano_cmd, copy, work / "nanogpt.log")
+    # Each unit runs as one piece: tinygrad's second run needs the cache its first run left.
+    units = [[("nanogpt", nano_cmd, copy, None)]]
     for backend in backends:
         ours = [
             sys.executable,
@@ -152,23 +155,36 @@ def run(nanogpt: Path, text: str, backends: list[str], work: Path, log) -> dict:
             "400",
             "--no-progress",
         ]
-        if backend == "tinygrad":
-            # A kernel cache of its own, empty before the first run (everything compiled); the second run
-            # finds what the first left, as a user's next run of the same shapes does.
-            env = {"CACHEDB": str(work / "tinygrad-cache.db")}
-            for name in ("tinygrad", "tinygrad, second run"):
-                log(f"ours, {name}")
-                out = work / f"ours-{name.replace(', ', '-').replace(' ', '-')}"
-                results[name] = timed([*ours, "--out", str(out)], ROOT, out.with_suffix(".log"), env)
-        else:
-            log(f"ours, {backend}")
-            out = work / f"ours-{backend}"
-            results[backend] = timed([*ours, "--out", str(out)], ROOT, out.with_suffix(".log"))
+        names = ("tinygrad", "tinygrad, second run") if backend == "tinygrad" else (backend,)
+        units.append([(name, ours, ROOT, backend == "tinygrad") for name in names])
+    results: dict[str, list[dict]] = {name: [] for unit in units for name, *_ in unit}
+    for round_ in range(rounds):
+        for unit in units if round_ % 2 == 0 else units[::-1]:
+            for name, command, cwd, own_cache in unit:
+                log(f"round {round_ + 1}, {'nanoGPT' if name == 'nanogpt' else f'ours, {name}'}")
+                slug = name.replace(", ", "-").replace(" ", "-")
+                out = work / f"{slug}-{round_ + 1}"
+                # tinygrad: a kernel cache of its own, empty before the round's first run (everything
+                # compiled); the second run finds what the first left, as a user's next run does.
+                env = {"CACHEDB": str(work / f"tinygrad-cache-{round_ + 1}.db")} if own_cache else None
+                to = [f"--out_dir={out}"] if name == "nanogpt" else ["--out", str(out)]
+                results[name].append(timed([*command, *to], cwd, out.with_suffix(".log"), env))
     return results
 
 
+def summary(rounds: list[dict], base: list[dict]) -> dict:
+    """One run's rounds as the median wall time, the range of its ratios to nanoGPT's run in the same
+    round, and the first round's other figures (the same in every round: the runs are seeded)."""
+    walls = [r["wall_s"] for r in rounds]
+    ratios = [r["wall_s"] / b["wall_s"] for r, b in zip(rounds, base)]
+    return {**rounds[0], "wall_s": round(float(np.median(walls)), 1), "ratio_median": float(np.median(ratios)),
+            "ratio_range": [min(ratios), max(ratios)], "returncode": max(r["returncode"] for r in rounds)}
+
+
 def markdown(result: dict) -> str:
-    runs, base = result["runs"], result["runs"]["nanogpt"]
+    rounds = result["runs"]
+    runs = {name: summary(r, rounds["nanogpt"]) for name, r in rounds.items()}
+    base, n = runs["nanogpt"], len(rounds["nanogpt"])
     lines = [
         "# nanoGPT's CPU baby-GPT recipe and ours, side by side\n",
         f"`{result['run']['command']}` on {result['machine']['cpu']} ({result['machine']['cpus']} CPUs), "
@@ -177,6 +193,9 @@ def markdown(result: dict) -> str:
         "Runs one after another; wall time includes start-up, data preparation and compiling. tinygrad runs "
         "twice on a kernel cache of their own, empty before the first run; the second finds the kernels the "
         "first compiled (the last column: kernels read from disk instead of compiled).\n",
+        *[f"{n} rounds, nanoGPT first in odd rounds and last in even ones: wall time is the median over the "
+          "rounds, and / nanoGPT the median of each round's ratio to nanoGPT's run of that round (its range "
+          "beside it).\n"] * (n > 1),
         "| run | wall s | / nanoGPT | val loss | - nanoGPT's | kernels from an earlier run |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -184,10 +203,11 @@ def markdown(result: dict) -> str:
         if r["returncode"] != 0:
             lines.append(f"| {name} | failed (exit {r['returncode']}) | | | | |")
             continue
-        ratio = r["wall_s"] / base["wall_s"]
+        low, high = r["ratio_range"]
+        ratio = f"{r['ratio_median']:.2f}x" + (f" ({low:.2f}-{high:.2f})" if n > 1 else "")
         diff = None if r["val_loss"] is None or base["val_loss"] is None else r["val_loss"] - base["val_loss"]
         lines.append(
-            f"| {name} | {r['wall_s']} | {ratio:.2f}x | {r['val_loss']} | {'' if diff is None else f'{diff:+.4f}'} | "
+            f"| {name} | {r['wall_s']} | {ratio} | {r['val_loss']} | {'' if diff is None else f'{diff:+.4f}'} | "
             f"{r.get('kernels_from_earlier_run', 0) if name.startswith('tinygrad') else ''} |"
         )
     return "\n".join(lines) + "\n"
@@ -200,7 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mb", type=float, default=1.1, help="MB of standard-library source without --text")
     parser.add_argument("--backend", nargs="+", choices=("torch", "tinygrad"), default=["torch", "tinygrad"])
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
+    parser.add_argument("--rounds", type=int, default=1, help="times to run the whole sequence (default 1)")
+    parser.add_argument("--name", default="nanogpt-baby", help="results file name, without .md/.json")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: give 1 or more")
     if not (args.nanogpt / "train.py").exists():
         parser.error(f"--nanogpt {args.nanogpt} has no train.py: pass the root of a nanoGPT checkout")
     if args.text is not None and not args.text.is_file():
@@ -210,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.nanogpt, capture_output=True, text=True)
     with tempfile.TemporaryDirectory(prefix="nanogpt-bench-") as tmp:
-        runs = run(args.nanogpt, text, args.backend, Path(tmp), log)
+        runs = run(args.nanogpt, text, args.backend, Path(tmp), log, args.rounds)
     result = {
         "runs": runs,
         "recipe": RECIPE,
@@ -220,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": package_versions(),
         "run": log.record("benchmarks.nanogpt", argv),
     }
-    write_results(args.out / "nanogpt-baby", result, markdown(result))
+    write_results(args.out / args.name, result, markdown(result))
     return 0
 
 

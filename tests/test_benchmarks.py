@@ -107,3 +107,22 @@ def test_mfu_never_exceeds_the_measured_peak():
     assert rows[0]["tokens_per_s"] > 0 and rows[0]["mfu"] is None  # it beat a peak of 1e-9 GFLOP/s
     assert "measured matmul peak" in rows[0]["mfu_note"]
     assert training.mfu(5.0, 10.0) == 0.5 and training.mfu(10.0, 10.0) == 1 and training.mfu(11.0, 10.0) is None
+
+
+def test_nanogpt_rounds_are_judged_against_nanogpts_run_of_the_same_round():
+    from benchmarks.nanogpt import markdown
+
+    def ran(wall_s: float, val_loss: float = 1.5) -> dict:
+        return {"wall_s": wall_s, "returncode": 0, "val_loss": val_loss, "kernels_from_earlier_run": 0}
+
+    result = {
+        "runs": {"nanogpt": [ran(100.0), ran(120.0)], "tinygrad": [ran(150.0, 1.49), ran(150.0, 1.49)]},
+        "run": {"command": "python -m benchmarks.nanogpt --rounds 2", "date": "today", "load_average": {}},
+        "machine": {"cpu": "cpu", "cpus": 2, "commit": "abc"},
+        "nanogpt_commit": "def",
+        "text_chars": 1000,
+    }
+    rows = {line.split(" | ")[0]: line for line in markdown(result).splitlines() if line.startswith("| ")}
+    # medians 110 and 150 s; ratios 1.5 and 1.25 in the two rounds: their median, not 150 / 110
+    assert rows["| nanogpt"] == "| nanogpt | 110.0 | 1.00x (1.00-1.00) | 1.5 | +0.0000 |  |"
+    assert rows["| tinygrad"] == "| tinygrad | 150.0 | 1.38x (1.25-1.50) | 1.49 | -0.0100 | 0 |"
