@@ -115,7 +115,7 @@ def run(nanogpt: Path, text: str, backends: list[str], work: Path, log, rounds: 
         *flags,
     ]
     # Each unit runs as one piece: tinygrad's second run needs the cache its first run left.
-    units = [[("nanogpt", nano_cmd, copy, None)]]
+    units = [[("nanogpt", nano_cmd, copy, False)]]
     for backend in backends:
         ours = [
             sys.executable,
@@ -177,8 +177,9 @@ def summary(rounds: list[dict], base: list[dict]) -> dict:
     round, and the first round's other figures (the same in every round: the runs are seeded)."""
     walls = [r["wall_s"] for r in rounds]
     ratios = [r["wall_s"] / b["wall_s"] for r, b in zip(rounds, base)]
+    failed = next((r["returncode"] for r in rounds if r["returncode"] != 0), 0)  # a signal's is negative
     return {**rounds[0], "wall_s": round(float(np.median(walls)), 1), "ratio_median": float(np.median(ratios)),
-            "ratio_range": [min(ratios), max(ratios)], "returncode": max(r["returncode"] for r in rounds)}
+            "ratio_range": [min(ratios), max(ratios)], "returncode": failed}
 
 
 def markdown(result: dict) -> str:

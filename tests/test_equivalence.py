@@ -237,10 +237,11 @@ def test_train_step_on_drawn_configs_matches_numpy_adamw(backends, backend, case
     optimizer buffers, its vector loads), a block of one position (a constant position index)."""
     config, params, tokens = case
     tokens, targets = tokens[None], np.roll(tokens, -1, axis=-1)[None]  # one micro-batch
+    lr = 1e-3
     grads = accumulated_gradients(backends["torch"].build(config, params), tokens, targets)
-    want_params, want_state = numpy_adamw_step(params, grads, 1e-3, TRAIN)
+    want_params, want_state = numpy_adamw_step(params, grads, lr, TRAIN)
     model = backend.build(config, params, TRAIN)
-    loss = model.train_step(tokens, targets, 1e-3)
+    loss = model.train_step(tokens, targets, lr)
     assert loss == pytest.approx(reference.loss(config, params, tokens[0], targets[0]), abs=LOSS_ATOL)
     assert_states_close(model.optimizer_state(), want_state, f"{backend.name} vs numpy")
     # Adam's first step moves an element by lr * g / (|g| + eps): by lr where the gradient is clearly not
@@ -250,7 +251,7 @@ def test_train_step_on_drawn_configs_matches_numpy_adamw(backends, backend, case
     for name, want in want_params.items():
         diff = np.abs(got[name].astype(np.float64) - want)
         clear = np.abs(want_state[f"exp_avg.{name}"]) > 1e-5
-        assert diff.max() <= 2 * 1e-3 + PARAM_ATOL, f"{backend.name}: {name} moved more than one step"
+        assert diff.max() <= 2 * lr + PARAM_ATOL, f"{backend.name}: {name} moved more than one step"
         assert diff[clear].max(initial=0) <= PARAM_ATOL, f"{backend.name}: {name} differs by {diff[clear].max():.2e}"
 
 

@@ -39,8 +39,8 @@ def _on_cpu(t: Tensor) -> bool:
 
 def aligned_starts(shapes: list[tuple[int, ...]], align: int = ALIGN) -> tuple[list[int], int]:
     """Where each of `shapes` starts in one flat buffer, every start a multiple of `align` elements, and
-    the buffer's size: tinygrad's C kernels load 4 floats at once as 16-byte-aligned vectors, which fault
-    at an address that is not."""
+    the buffer's size: our wide loads (wide_loads.py) read 16 floats as one 64-byte-aligned vector, and
+    tinygrad's own 4 as a 16-byte-aligned one; either faults at an address that is not so aligned."""
     starts, end = [], 0
     for shape in shapes:
         starts.append(end)

@@ -69,7 +69,7 @@ class Part:
 
     def starts(self) -> list[int]:
         """Where each parameter starts in the part's buffers."""
-        return aligned_starts(list(self.shapes.values()))[0] if len(self.shapes) > 1 else [0]
+        return aligned_starts(list(self.shapes.values()))[0]
 
     def moments_of(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Each parameter's (m, v) as numpy arrays."""
